@@ -1,0 +1,44 @@
+# The two README commands: `make demo` and `make test`. Both create .venv when it is missing and
+# install the project (editable, with its compiled op) when pyproject.toml, setup.py or cuda/
+# changed since the last install; otherwise they start at once.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# pip prints one line per local index it cannot use; they are noise here
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+export PATH := $(BIN):$(PATH)
+export RAY_AUTH_MODE ?= disabled
+export RAY_CHDIR_TO_TRIAL_DIR ?= 0
+export MAX_JOBS ?= 2
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard cuda/*)
+	$(BIN)/pip install -q "setuptools>=68" wheel ninja torch==2.14.1 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q --no-build-isolation -e '.[test]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import vidtempo.ops.native as n; assert n.load() is not None, n.why_not()"
+	touch $@
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check platform jobs datasets tests setup.py
+
+test: install lint
+	$(BIN)/python -m pytest tests
+
+demo: install
+	$(BIN)/vidtempo zoo list
+
+bench: install
+	$(BIN)/vidtempo bench op
+
+clean:
+	rm -rf $(VENV) build platform/vidtempo/*.so platform/*.egg-info

@@ -1,0 +1,117 @@
+"""The `vidtempo` command. Each subcommand is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vidtempo import config as C
+
+
+def _fmt_int(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name in C.zoo_names():
+        cfg = C.load(name)
+        results = (
+            " ".join(f"{r.top1:.2f}/{r.top5:.2f}@{r.protocol}" for r in cfg.reference.results)
+            if cfg.reference
+            else "-"
+        )
+        rows.append(
+            (
+                name,
+                cfg.model.arch,
+                cfg.data.dataset,
+                str(cfg.model.num_segments),
+                results,
+                _fmt_int(cfg.reference.params if cfg.reference else None),
+            )
+        )
+    header = ("name", "model", "dataset", "frames", "zoo top1/top5@views", "params")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    for r in [header, tuple("-" * w for w in widths), *rows]:
+        print(line.format(*r).rstrip())
+    return 0
+
+
+def _print_reference(cfg: C.Config) -> None:
+    ref = cfg.reference
+    if ref is None:
+        print("reference: none")
+        return
+    print(f"zoo reference ({ref.source}):")
+    for r in ref.results:
+        label = f" ({r.name})" if r.name else ""
+        print(f"  top1/top5 @{r.protocol}{label}: {r.top1:.2f} / {r.top5:.2f}")
+    if ref.original_top1 is not None:
+        print(
+            f"  'reference' columns (original code): {ref.original_top1:.2f} / {ref.original_top5:.2f}"
+        )
+    print(f"  params: {ref.params:,}   FLOPs: {ref.flops:,}   gpu_mem: {ref.gpu_mem_mb} MB")
+    print(f"  zoo GPUs: {ref.zoo_gpus}   resolution: {ref.resolution}   pretrain: {ref.pretrain}")
+    if ref.checkpoint:
+        print(f"  checkpoint: {ref.checkpoint}")
+
+
+def cmd_zoo_show(args: argparse.Namespace) -> int:
+    cfg = C.load(args.name, args.set or None)
+    print(C.dump_yaml(cfg), end="")
+    print("---")
+    _print_reference(cfg)
+    print(
+        f"linear scaling rule: base lr {cfg.optim.lr:g} at reference global batch "
+        f"{cfg.reference_global_batch} ({cfg.train.gpus} GPUs x {cfg.train.videos_per_gpu} videos)"
+        f" -> effective lr {cfg.effective_lr:g} at global batch {cfg.global_batch} "
+        f"({cfg.run.num_workers} workers x {cfg.run.batch_per_worker or cfg.train.videos_per_gpu})"
+    )
+    print(f"protocols: val {C.protocol(cfg.data.val)}, test {C.protocol(cfg.data.test)}")
+    return 0
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    cfg = C.load(args.file, args.set or None)
+    print(
+        f"{args.file}: valid ({cfg.name}: {cfg.model.arch}, {cfg.data.dataset}, "
+        f"{len(C.flatten(cfg))} keys)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidtempo", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    zoo = sub.add_parser("zoo", help="the zoo configs and their published numbers")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True)
+    zl = zsub.add_parser("list", help="a table of every zoo config")
+    zl.set_defaults(func=cmd_zoo_list)
+    zs = zsub.add_parser("show", help="the resolved config and the zoo's numbers")
+    zs.add_argument("name", help="zoo config name or YAML path")
+    zs.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
+    zs.set_defaults(func=cmd_zoo_show)
+
+    cfgp = sub.add_parser("config", help="check config files")
+    csub = cfgp.add_subparsers(dest="config_command", required=True)
+    cv = csub.add_parser("validate", help="load a YAML strictly and report problems")
+    cv.add_argument("file")
+    cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
+    cv.set_defaults(func=cmd_config_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except C.ConfigError as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
