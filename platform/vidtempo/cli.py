@@ -101,7 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("file")
     cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
     cv.set_defaults(func=cmd_config_validate)
+    bench = sub.add_parser("bench", help="measurements behind BENCHMARKS.md")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bo = bsub.add_parser("op", help="tin_shift fwd+bwd: native kernel vs pure-PyTorch reference")
+    bo.add_argument("--device", default="cpu", help="cpu or cuda")
+    bo.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"]
+    )
+    bo.add_argument("--videos", type=int, default=8, help="videos per batch (N)")
+    bo.add_argument("--frames", type=int, default=8, help="frames per video (T)")
+    bo.add_argument("--repeats", type=int, default=20, help="timed rounds per shape")
+    bo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    bo.add_argument("--json", default=None, help="also write the results to this JSON file")
+    bo.set_defaults(func=_bench_op)
     return p
+
+
+def _bench_op(args: argparse.Namespace) -> int:
+    from vidtempo.bench import op
+
+    return op.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

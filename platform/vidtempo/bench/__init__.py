@@ -1,0 +1,1 @@
+"""Measurements behind BENCHMARKS.md (`vidtempo bench …`): ratios taken side by side in one run."""

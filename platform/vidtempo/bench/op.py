@@ -1,0 +1,163 @@
+"""`vidtempo bench op`: tin_shift forward+backward, native kernel vs the pure-PyTorch reference.
+
+The shapes are the ones TIN-R50 really sees: each of its 16 Bottlenecks interlaces F = C_in/4
+channels of the block input, as 4 groups, at the block's input resolution, for a batch of
+8 videos × 8 frames; the linear sampler calls tin_shift twice per block (floor and floor + 1).
+"""
+
+from __future__ import annotations
+
+import json
+import platform as _platform
+from collections import Counter
+
+import torch
+
+from vidtempo.bench.timing import compare
+from vidtempo.ops import native
+from vidtempo.ops.reference import tin_shift_reference
+
+# (conv1 input channels, input side) of the 16 Bottlenecks of ResNet-50 at 224² (models.md §0.1)
+TIN_R50_BLOCKS = (
+    [(64, 56), (256, 56), (256, 56)]
+    + [(256, 56), (512, 28), (512, 28), (512, 28)]
+    + [(512, 28)] + [(1024, 14)] * 5
+    + [(1024, 14), (2048, 7), (2048, 7)]
+)  # fmt: skip
+GROUPS = 4
+CALLS_PER_BLOCK = 2
+
+
+def _shapes(videos: int, frames: int) -> list[tuple[tuple[int, int, int, int], int]]:
+    """Distinct [N, T, F, HW] shapes with how many blocks use each."""
+    counts = Counter((videos, frames, c // 4, side * side) for c, side in TIN_R50_BLOCKS)
+    return sorted(counts.items(), key=lambda kv: -kv[0][3])
+
+
+def _fwd_bwd(fn, x, shift, grad):
+    def run():
+        x.grad = None
+        fn(x, shift).backward(grad)
+
+    return run
+
+
+def _copies(x, grad):
+    def run():
+        return x.detach().clone(), grad.clone()
+
+    return run
+
+
+def run(
+    device: str = "cpu",
+    dtype: str = "float32",
+    videos: int = 8,
+    frames: int = 8,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> dict:
+    if native.load() is None:
+        raise SystemExit(f"cannot benchmark the native op: {native.why_not()}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device here")
+    if threads:
+        torch.set_num_threads(threads)
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    totals = {"native": 0.0, "reference": 0.0, "copy": 0.0}
+    for (n, t, f, hw), blocks in _shapes(videos, frames):
+        x = torch.randn(n, t, f, hw, generator=gen).to(device=device, dtype=dt).requires_grad_()
+        grad = torch.randn(n, t, f, hw, generator=gen).to(device=device, dtype=dt)
+        # offsets in (-2, 2) floored, as the linear sampler produces them
+        shift = torch.randint(-2, 2, (n, GROUPS), generator=gen, dtype=torch.int32).to(device)
+        secs = compare(
+            {
+                "native": _fwd_bwd(torch.ops.vidtempo.tin_shift, x, shift, grad),
+                "reference": _fwd_bwd(tin_shift_reference, x, shift, grad),
+                # the floor of any out-of-place fwd+bwd: allocate and write two tensors
+                "copy": _copies(x, grad),
+            },
+            device=device,
+            repeats=repeats,
+        )
+        # bytes a fwd+bwd must move at least: read x, write out, read grad_out, write grad_in
+        nbytes = 4 * x.numel() * x.element_size()
+        for k in totals:
+            totals[k] += secs[k] * blocks * CALLS_PER_BLOCK
+        rows.append(
+            {
+                "shape": [n, t, f, hw],
+                "side": int(round(hw**0.5)),
+                "blocks": blocks,
+                "native_ms": secs["native"] * 1e3,
+                "reference_ms": secs["reference"] * 1e3,
+                "copy_floor_ms": secs["copy"] * 1e3,
+                "speedup": secs["reference"] / secs["native"],
+                "native_GBps": nbytes / secs["native"] / 1e9,
+                "reference_GBps": nbytes / secs["reference"] / 1e9,
+            }
+        )
+    return {
+        "benchmark": "tin_shift forward+backward",
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "videos": videos,
+        "frames": frames,
+        "repeats": repeats,
+        "rows": rows,
+        "tin_r50_total": {
+            "native_ms": totals["native"] * 1e3,
+            "reference_ms": totals["reference"] * 1e3,
+            "copy_floor_ms": totals["copy"] * 1e3,
+            "speedup": totals["reference"] / totals["native"],
+        },
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return _platform.processor() or "cpu"
+
+
+def table(result: dict) -> str:
+    lines = [
+        f"tin_shift fwd+bwd on {result['device']} ({result['threads']} threads, "
+        f"{result['dtype']}, N={result['videos']} videos x T={result['frames']} frames, "
+        f"median of {result['repeats']})",
+        "",
+        "| [N, T, F, HW] | blocks | native ms | reference ms | speedup | native GB/s "
+        "| reference GB/s | 2x clone() ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['shape']} ({r['side']}²) | {r['blocks']} | {r['native_ms']:.3f} | "
+            f"{r['reference_ms']:.3f} | {r['speedup']:.2f}x | {r['native_GBps']:.1f} | "
+            f"{r['reference_GBps']:.1f} | {r['copy_floor_ms']:.3f} |"
+        )
+    tot = result["tin_r50_total"]
+    lines.append(
+        f"| all 16 blocks x {CALLS_PER_BLOCK} calls (TIN-R50 step) | 16 | {tot['native_ms']:.2f} | "
+        f"{tot['reference_ms']:.2f} | {tot['speedup']:.2f}x | | | {tot['copy_floor_ms']:.2f} |"
+    )
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    result = run(args.device, args.dtype, args.videos, args.frames, args.repeats, args.threads)
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
