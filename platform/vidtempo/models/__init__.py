@@ -1,0 +1,114 @@
+"""Model builders, one per architecture name, in a flat registry (`model.arch` in a config).
+
+    model = vidtempo.models.build(config)                       # random / recipe init
+    model = vidtempo.models.build(config, imagenet="resnet50.pth")  # + torchvision weights
+
+Nothing is downloaded: ImageNet weights come from a local torchvision ResNet-50 state dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidtempo.config import Config, ConfigError, ModelConfig
+from vidtempo.models.heads import TPNHead, TSMHead
+from vidtempo.models.recognizer import Recognizer2D, Recognizer3D
+from vidtempo.models.resnet import ResNet, load_torchvision_weights
+from vidtempo.models.resnet3d import ResNet3dSlowOnly, load_inflated_weights
+from vidtempo.models.tam import TAM
+from vidtempo.models.tin import TemporalInterlace
+from vidtempo.models.tpn import TPN
+from vidtempo.models.tsm import TemporalShift
+
+
+def _tsm_head(m: ModelConfig) -> TSMHead:
+    return TSMHead(
+        2048 if m.depth >= 50 else 512, m.num_classes, m.num_segments, m.dropout, m.init_std
+    )
+
+
+def tsn_r50(m: ModelConfig) -> nn.Module:
+    """TSN: a plain 2D ResNet, frames averaged by the head."""
+    return Recognizer2D(ResNet(m.depth), _tsm_head(m), m.num_segments, m.average_clips)
+
+
+def tsm_r50(m: ModelConfig) -> nn.Module:
+    """TSM: a temporal shift of C/shift_div channels each way on every block's residual input."""
+    backbone = ResNet(
+        m.depth, temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div)
+    )
+    return Recognizer2D(backbone, _tsm_head(m), m.num_segments, m.average_clips)
+
+
+def tin_r50(m: ModelConfig) -> nn.Module:
+    """TIN: a learned temporal interlace of C/shift_div channels on every block's residual input."""
+    backbone = ResNet(
+        m.depth, temporal=lambda cin, planes, i: TemporalInterlace(cin, m.num_segments, m.shift_div)
+    )
+    return Recognizer2D(backbone, _tsm_head(m), m.num_segments, m.average_clips)
+
+
+def tanet_r50(m: ModelConfig) -> nn.Module:
+    """TANet: a TAM after conv1 of every Bottleneck."""
+    backbone = ResNet(
+        m.depth,
+        temporal=lambda cin, planes, i: TAM(planes, m.num_segments),
+        temporal_position="after_conv1",
+    )
+    return Recognizer2D(backbone, _tsm_head(m), m.num_segments, m.average_clips)
+
+
+def _tpn_parts(m: ModelConfig) -> tuple[TPN, TPNHead]:
+    neck = TPN((1024, 2048), 1024, m.num_segments, m.num_classes, m.aux_loss_weight)
+    head = TPNHead(2048, m.num_classes, m.dropout, m.init_std, m.fcn_test)
+    return neck, head
+
+
+def tpn_tsm_r50(m: ModelConfig) -> nn.Module:
+    """TPN on a TSM ResNet-50 (res4 and res5 reshaped to NCTHW)."""
+    backbone = ResNet(
+        m.depth,
+        temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div),
+        out_indices=(2, 3),
+    )
+    neck, head = _tpn_parts(m)
+    return Recognizer2D(backbone, head, m.num_segments, m.average_clips, neck=neck)
+
+
+def tpn_slowonly_r50(m: ModelConfig) -> nn.Module:
+    """TPN on SlowOnly-R50 (3D; res4 and res5 inflated 3x1x1)."""
+    neck, head = _tpn_parts(m)
+    return Recognizer3D(ResNet3dSlowOnly(m.depth), head, m.average_clips, neck=neck)
+
+
+BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "tsn_r50": tsn_r50,
+    "tsm_r50": tsm_r50,
+    "tin_r50": tin_r50,
+    "tanet_r50": tanet_r50,
+    "tpn_tsm_r50": tpn_tsm_r50,
+    "tpn_slowonly_r50": tpn_slowonly_r50,
+}
+
+
+def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> nn.Module:
+    """The model a config names; with `imagenet`, its backbone starts from those weights."""
+    m = config.model if isinstance(config, Config) else config
+    if m.arch not in BUILDERS:
+        raise ConfigError(f"model.arch '{m.arch}' is not one of {sorted(BUILDERS)}")
+    model = BUILDERS[m.arch](m)
+    if imagenet is not None:
+        state = torch.load(imagenet, map_location="cpu", weights_only=True)
+        if isinstance(model.backbone, ResNet3dSlowOnly):
+            load_inflated_weights(model.backbone, state)
+        else:
+            load_torchvision_weights(model.backbone, state)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
