@@ -227,7 +227,9 @@ class _Interlace(torch.nn.Module):
 
     def forward(self, x, offset):  # x (N, T, C, HW), offset (N, G) float
         k0 = offset.floor().int()
-        lam = (offset - k0).repeat_interleave(x.shape[2] // offset.shape[1], dim=1)[:, None, :, None]
+        lam = (offset - k0).repeat_interleave(x.shape[2] // offset.shape[1], dim=1)[
+            :, None, :, None
+        ]
         y = (1 - lam) * ops.tin_shift(x, k0) + lam * ops.tin_shift(x, k0 + 1)
         return self.proj(y)
 

@@ -70,7 +70,23 @@ def cmd_zoo_show(args: argparse.Namespace) -> int:
         f"({cfg.run.num_workers} workers x {cfg.run.batch_per_worker or cfg.train.videos_per_gpu})"
     )
     print(f"protocols: val {C.protocol(cfg.data.val)}, test {C.protocol(cfg.data.test)}")
+    _print_measured(cfg)
     return 0
+
+
+def _print_measured(cfg: C.Config) -> None:
+    from vidtempo import models
+
+    params, macs224 = models.measure(cfg, 224)
+    _, macs256 = models.measure(cfg, 256)
+    ref = cfg.reference
+    same = "" if ref is None else (" (= zoo)" if params == ref.params else f" (zoo {ref.params:,})")
+    print(f"built model: {params:,} parameters{same}")
+    zoo = "" if ref is None else f"; zoo FLOPs {ref.flops:,}"
+    print(
+        f"  multiply-adds per test view (torch.utils.flop_counter / 2): {macs224:,} at 224², "
+        f"{macs256:,} at 256²{zoo}"
+    )
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
@@ -101,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("file")
     cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
     cv.set_defaults(func=cmd_config_validate)
+    imp = sub.add_parser("import-checkpoint", help="convert another codebase's checkpoint")
+    imp.add_argument("source", choices=["mmaction2"], help="where the checkpoint comes from")
+    imp.add_argument("input", help="the .pth file (MMAction2 0.x or 1.x)")
+    imp.add_argument("output", help="the vidtempo checkpoint to write")
+    imp.add_argument("--config", required=True, help="zoo config name or YAML of the model")
+    imp.set_defaults(func=cmd_import_checkpoint)
+
     bench = sub.add_parser("bench", help="measurements behind BENCHMARKS.md")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     bo = bsub.add_parser("op", help="tin_shift fwd+bwd: native kernel vs pure-PyTorch reference")
@@ -115,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--json", default=None, help="also write the results to this JSON file")
     bo.set_defaults(func=_bench_op)
     return p
+
+
+def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    from vidtempo import models
+    from vidtempo.models.checkpoint import CheckpointMismatch, import_mmaction2
+
+    cfg = C.load(args.config)
+    try:
+        n = import_mmaction2(args.input, args.output, models.build(cfg), cfg.name)
+    except (CheckpointMismatch, ValueError, FileNotFoundError) as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {n} tensors for {cfg.name} (strict: every key mapped)")
+    return 0
 
 
 def _bench_op(args: argparse.Namespace) -> int:

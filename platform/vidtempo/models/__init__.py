@@ -112,3 +112,25 @@ def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> n
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def measure(config: Config, size: int = 224) -> tuple[int, int]:
+    """(parameters, multiply-adds of one test view at size²) of the model a config builds.
+
+    Counted with torch.utils.flop_counter on fake tensors (nothing is computed); the zoo's
+    "FLOPs" are multiply-add counts, so the counter's FLOPs are halved.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = config.model
+    with FakeTensorMode():
+        model = build(config).eval()
+        params = count_parameters(model)
+        if isinstance(model, Recognizer3D):
+            x = torch.empty(1, 1, 3, m.num_segments, size, size)
+        else:
+            x = torch.empty(1, m.num_segments, 3, size, size)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    return params, counter.get_total_flops() // 2

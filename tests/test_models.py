@@ -1,0 +1,374 @@
+"""Models: exact sizes, the temporal modules' behaviour, TPN shapes, weights in and out.
+
+Regenerate the pinned outputs (only after an intended change of numerics) with
+`python tests/test_models.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from vidtempo import config as C
+from vidtempo import models as M
+from vidtempo.models.checkpoint import CheckpointMismatch, convert_mmaction2, import_mmaction2
+from vidtempo.models.heads import average_views
+from vidtempo.models.resnet import ResNet, load_torchvision_weights
+from vidtempo.models.resnet3d import ResNet3dSlowOnly, load_inflated_weights
+from vidtempo.models.tam import TAM
+from vidtempo.models.tin import TemporalInterlace, linear_sampler
+from vidtempo.models.tpn import TPN
+from vidtempo.models.tsm import TemporalShift
+
+PINNED = Path(__file__).parent / "data" / "model_outputs.json"
+
+# models.md §5: the seven distinct lines
+PARAMS = {
+    "tin_r50_1x1x8_40e_sthv1_rgb": 23_895_566,
+    "tin_tsm_finetune_r50_1x1x8_50e_kinetics400_rgb": 24_358_640,
+    "tanet_r50_dense_1x1x8_100e_kinetics400_rgb": 25_590_320,
+    "tanet_r50_1x1x8_50e_sthv1_rgb": 25_127_246,
+    "tanet_r50_1x1x16_50e_sthv1_rgb": 25_134_670,
+    "tpn-slowonly_r50_8xb8-8x8x1-150e_kinetics400-rgb": 91_498_336,
+    "tpn-tsm_imagenet-pretrained-r50_8xb8-1x1x8-150e_sthv1-rgb": 82_445_724,
+}
+
+
+def _model_cfg(name):
+    return C.load(name).model
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_parameter_counts_equal_models_md(name):
+    with FakeTensorMode():
+        model = M.build(C.load(name))
+    assert M.count_parameters(model) == PARAMS[name]
+
+
+def test_parameter_decomposition():
+    with FakeTensorMode():
+        assert M.count_parameters(ResNet(50)) == 23_508_032
+        assert M.count_parameters(ResNet3dSlowOnly(50)) == 31_634_496
+        tin = ResNet(50, temporal=lambda cin, p, i: TemporalInterlace(cin, 8, 4))
+        assert sum(M.count_parameters(t) for t in tin.temporal_modules()) == 31_008
+        tam8 = ResNet(50, temporal=lambda cin, p, i: TAM(p, 8), temporal_position="after_conv1")
+        assert sum(M.count_parameters(t) for t in tam8.temporal_modules()) == 1_262_688
+        assert M.count_parameters(TPN(num_classes=400)) == 59_044_240
+        assert M.count_parameters(TPN(num_classes=174)) == 58_581_166
+
+
+def test_tsm_shift_on_a_hand_made_tensor():
+    # 1 video, T=3, C=8 (shift_div 4: fold 2), 1x1 pixels; value = 10 * t + c
+    x = (10 * torch.arange(3).view(3, 1) + torch.arange(8).view(1, 8)).float().view(3, 8, 1, 1)
+    out = TemporalShift(3, shift_div=4)(x).view(3, 8)
+    expected = torch.tensor(
+        [
+            [10, 11, 0, 0, 4, 5, 6, 7],  # fold 1 takes t+1, fold 2 takes t-1 (zero at t=0)
+            [20, 21, 2, 3, 14, 15, 16, 17],
+            [0, 0, 12, 13, 24, 25, 26, 27],  # fold 1 is zero at the last frame
+        ]
+    ).float()
+    assert torch.equal(out, expected)
+
+
+def test_tin_offsets_start_at_half_a_frame_and_interpolate_exactly():
+    torch.manual_seed(0)
+    tin = TemporalInterlace(64, num_segments=8, shift_div=4)  # F = 16, 4 groups of 4
+    x = torch.randn(2 * 8, 64, 3, 3)
+    s = x[:, :16].reshape(2, 8, 16, 9).mean(-1).permute(0, 2, 1)
+    # the data-dependent term of the last layer removed: 4 * (sigmoid(0.5108) - 0.5)
+    with torch.no_grad():
+        tin.offset_net.fc2.weight.zero_()
+        tin.weight_net.conv.weight.zero_()
+    o = tin.offset_net(s)
+    torch.testing.assert_close(o, torch.full((2, 2), 0.5), atol=5e-5, rtol=0)
+    assert torch.equal(tin.weight_net(s), torch.ones(2, 8, 2))  # 2 * sigmoid(0) = 1
+    # models.md §1.5 at offsets (+0.5, +0.5, -0.5, -0.5), exactly
+    data = torch.randn(2, 8, 16, 3, 3)
+    out = linear_sampler(data, torch.tensor([[0.5, 0.5, -0.5, -0.5]] * 2))
+    prev = torch.cat([torch.zeros_like(data[:, :1]), data[:, :-1]], 1)  # x[t-1]
+    nxt = torch.cat([data[:, 1:], torch.zeros_like(data[:, :1])], 1)  # x[t+1]
+    assert torch.equal(out[:, :, :8], 0.5 * data[:, :, :8] + 0.5 * prev[:, :, :8])
+    assert torch.equal(out[:, :, 8:], 0.5 * nxt[:, :, 8:] + 0.5 * data[:, :, 8:])
+    # and the module: interlaced channels are the interpolation, the rest pass through
+    y = tin(x)
+    xd = x[:, :16].reshape(2, 8, 16, 3, 3)
+    off = torch.cat([o, -o], 1)
+    assert torch.equal(y[:, 16:], x[:, 16:])
+    torch.testing.assert_close(y[:, :16], linear_sampler(xd, off).reshape(16, 16, 3, 3))
+
+
+def test_tin_offset_gradient_is_d1_minus_d0():
+    data = torch.randn(1, 4, 4, 2)
+    off = torch.tensor([[0.3, 1.6, -0.2, -1.7]], requires_grad=True)
+    out = linear_sampler(data.view(1, 4, 4, 2, 1), off)
+    out.sum().backward()
+    k0 = off.detach().floor().int()
+    from vidtempo.ops import tin_shift
+
+    diff = tin_shift(data, k0 + 1) - tin_shift(data, k0)  # (1, T, F, HW), one channel per group
+    torch.testing.assert_close(off.grad, diff.sum(dim=(1, 3)))
+
+
+def test_tam_equals_a_direct_loop():
+    torch.manual_seed(0)
+    b, t, c, h, w = 2, 5, 8, 2, 3
+    tam = TAM(c, t).eval()
+    x = torch.randn(b * t, c, h, w)
+    y = tam(x)
+    xv = x.view(b, t, c, h, w)
+    theta = xv.mean(dim=(3, 4)).permute(0, 2, 1)  # (B, C, T)
+    kernel = tam.global_branch(theta.reshape(b * c, t)).view(b, c, 3)
+    excite = tam.local_branch(theta)  # (B, C, T)
+    want = torch.zeros(b, t, c, h, w)
+    for v in range(b):
+        for ch in range(c):
+            for tt in range(t):
+                for k in range(3):
+                    src = tt + k - 1
+                    if 0 <= src < t:
+                        want[v, tt, ch] += kernel[v, ch, k] * excite[v, ch, src] * xv[v, src, ch]
+    torch.testing.assert_close(y.view(b, t, c, h, w), want, atol=1e-6, rtol=1e-5)
+
+
+def test_tpn_stage_shapes_at_224():
+    with FakeTensorMode():
+        backbone = ResNet3dSlowOnly(50)
+        res4, res5 = backbone(torch.empty(2, 3, 8, 224, 224))
+        assert tuple(res4.shape) == (2, 1024, 8, 14, 14)
+        assert tuple(res5.shape) == (2, 2048, 8, 7, 7)
+        neck = TPN(num_classes=400).train()
+        s4 = neck.spatial[0](res4)
+        assert tuple(s4.shape) == (2, 2048, 8, 7, 7)
+        m4 = neck.temporal[0](s4)
+        assert tuple(m4.shape) == (2, 1024, 8, 7, 7)
+        out, aux = neck((res4, res5), torch.zeros(2, dtype=torch.long))
+        assert tuple(out.shape) == (2, 2048, 1, 7, 7)
+        assert aux is not None and aux.dim() == 0
+        neck.eval()
+        assert neck((res4, res5), torch.zeros(2, dtype=torch.long))[1] is None
+
+
+def test_tpn_aux_loss_is_half_weighted_cross_entropy():
+    torch.manual_seed(0)
+    neck = TPN(num_classes=5).train()
+    res4, res5 = torch.randn(2, 1024, 8, 4, 4), torch.randn(2, 2048, 8, 2, 2)
+    labels = torch.tensor([1, 3])
+    torch.manual_seed(1)
+    _, aux = neck((res4, res5), labels)
+    torch.manual_seed(1)
+    head = neck.aux_head
+    logits = head.fc(
+        head.dropout(torch.nn.functional.adaptive_avg_pool3d(head.conv(res4), 1).flatten(1))
+    )
+    torch.testing.assert_close(aux, 0.5 * torch.nn.functional.cross_entropy(logits, labels))
+
+
+def test_prob_vs_score_averaging():
+    scores = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 0.0]])  # 2 videos x 2 views
+    prob = average_views(scores, 2, "prob")
+    score = average_views(scores, 2, "score")
+    sm = torch.softmax(scores, dim=1)
+    torch.testing.assert_close(prob, torch.stack([sm[:2].mean(0), sm[2:].mean(0)]))
+    torch.testing.assert_close(score, torch.tensor([[1.0, 0.5], [2.0, 0.5]]))
+    assert average_views(scores, 2, "none").shape == (2, 2, 2)
+    # one confident view outvotes three by mean score, not by mean probability
+    s = torch.tensor([[10.0, 0.0], [0.0, 2.0], [0.0, 2.0], [0.0, 2.0]])  # 1 video, 4 views
+    assert average_views(s, 4, "score").argmax().item() == 0
+    assert average_views(s, 4, "prob").argmax().item() == 1
+
+
+def _regression_output(name):
+    cfg = C.load(name)
+    torch.manual_seed(0)
+    model = M.build(cfg).eval()
+    t = cfg.model.num_segments
+    g = torch.Generator().manual_seed(1)
+    if cfg.model.arch == "tpn_slowonly_r50":
+        x = torch.randn(2, 1, 3, t, 64, 64, generator=g)
+    else:
+        x = torch.randn(2, t, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        out = model(x)
+    return out.reshape(2, -1)[:, :6]
+
+
+@pytest.mark.parametrize("name", C.zoo_names())
+def test_seeded_output_regression(name):
+    pinned = json.loads(PINNED.read_text())
+    torch.testing.assert_close(
+        _regression_output(name), torch.tensor(pinned[name]), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_torchvision_resnet50_state_dict_loads_strictly():
+    tv = torchvision.models.resnet50()  # random weights: nothing is downloaded
+    sd = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
+    tsn = M.build(C.override(C.load("tin_r50_1x1x8_40e_sthv1_rgb"), {"model.arch": "tsn_r50"}))
+    tsn.backbone.load_state_dict(sd, strict=True)
+    tin = M.build(C.load("tin_r50_1x1x8_40e_sthv1_rgb"))
+    fresh = load_torchvision_weights(tin.backbone, tv.state_dict())
+    assert fresh and all(".temporal." in k for k in fresh)
+    assert torch.equal(tin.backbone.layer3[2].conv1.weight, tv.layer3[2].conv1.weight)
+    bad = dict(tv.state_dict())
+    bad["layer1.0.conv9.weight"] = bad.pop("layer1.0.conv1.weight")
+    with pytest.raises(KeyError, match="layer1.0.conv9.weight"):
+        load_torchvision_weights(tin.backbone, bad)
+
+
+def test_inflated_imagenet_weights_for_slowonly():
+    tv = torchvision.models.resnet50()
+    backbone = ResNet3dSlowOnly(50)
+    load_inflated_weights(backbone, tv.state_dict())
+    w2d = tv.layer3[0].conv1.weight  # (256, 512, 1, 1) inflated to (256, 512, 3, 1, 1) / 3
+    w3d = backbone.layer3[0].conv1.weight
+    assert w3d.shape == (256, 512, 3, 1, 1)
+    torch.testing.assert_close(w3d.sum(dim=2), w2d)
+    torch.testing.assert_close(backbone.conv1.weight[:, :, 0], tv.conv1.weight)
+
+
+def _to_mmaction2(our_key: str, arch: str) -> str:
+    """Our key → the MMAction2 1.x key, written out independently of the importer."""
+    import re
+
+    k = re.sub(r"^head\.fc\.", "cls_head.fc_cls.", our_key)
+    k = re.sub(r"^backbone\.conv1\.", "backbone.conv1.conv.", k)
+    k = re.sub(r"^backbone\.bn1\.", "backbone.conv1.bn.", k)
+    m = re.match(r"^backbone\.(layer\d+\.\d+)\.(.*)$", k)
+    if m:
+        block, rest = m.groups()
+        if rest.startswith("temporal."):
+            sub = rest[len("temporal.") :]
+            if arch == "tanet_r50":
+                sub = sub.replace("global_branch.", "G.").replace("local_branch.", "L.")
+                return f"backbone.{block}.tam.{sub}"
+            return f"backbone.{block}.conv1.conv.net1.{sub}"
+        rest = re.sub(r"^conv1\.weight$", {"tin_r50": "conv1.conv.net2.weight",
+                                           "tpn_tsm_r50": "conv1.conv.net.weight"}.get(arch, "conv1.conv.weight"), rest)  # fmt: skip
+        rest = re.sub(r"^conv(\d)\.weight$", r"conv\1.conv.weight", rest)
+        rest = re.sub(r"^bn(\d)\.", r"conv\1.bn.", rest)
+        rest = rest.replace("downsample.0.", "downsample.conv.").replace(
+            "downsample.1.", "downsample.bn."
+        )
+        prefix = f"backbone.{block}." + ("block." if arch == "tanet_r50" else "")
+        return prefix + rest
+    k = re.sub(
+        r"^neck\.spatial\.(\d)\.(\d)\.0\.",
+        r"neck.spatial_modulation.spatial_modulation.\1.\2.conv.",
+        k,
+    )
+    k = re.sub(
+        r"^neck\.spatial\.(\d)\.(\d)\.1\.",
+        r"neck.spatial_modulation.spatial_modulation.\1.\2.bn.",
+        k,
+    )
+    k = re.sub(r"^neck\.temporal\.(\d)\.", r"neck.temporal_modulation_ops.\1.conv.conv.", k)
+    k = re.sub(r"^neck\.downsample\.", "neck.downsample_ops.0.conv.conv.", k)
+    k = k.replace("level_fusion_td.", "level_fusion_1.").replace(
+        "level_fusion_bu.", "level_fusion_2."
+    )
+    k = re.sub(r"\.ops\.(\d)\.0\.", r".downsamples.\1.conv.conv.", k)
+    k = re.sub(r"\.ops\.(\d)\.1\.", r".downsamples.\1.conv.bn.", k)
+    k = re.sub(r"\.fusion\.0\.", ".fusion_conv.conv.", k).replace(".fusion.1.", ".fusion_conv.bn.")
+    k = k.replace("pyramid_fusion.0.", "pyramid_fusion.conv.").replace(
+        "pyramid_fusion.1.", "pyramid_fusion.bn."
+    )
+    return k.replace("aux_head.conv.0.", "aux_head.conv.conv.").replace(
+        "aux_head.conv.1.", "aux_head.conv.bn."
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tin_r50_1x1x8_40e_sthv1_rgb",
+        "tanet_r50_1x1x8_50e_sthv1_rgb",
+        "tpn-tsm_imagenet-pretrained-r50_8xb8-1x1x8-150e_sthv1-rgb",
+        "tpn-slowonly_r50_8xb8-8x8x1-150e_kinetics400-rgb",
+    ],
+)
+def test_mmaction2_checkpoint_round_trips_through_the_importer(name, tmp_path):
+    cfg = C.load(name)
+    torch.manual_seed(0)
+    source = M.build(cfg)
+    mm = {_to_mmaction2(k, cfg.model.arch): v for k, v in source.state_dict().items()}
+    assert any(".fc_cls." in k for k in mm)
+    src = tmp_path / "mm.pth"
+    torch.save({"meta": {"epoch": 40}, "state_dict": mm}, src)
+    torch.manual_seed(1)
+    target = M.build(cfg)
+    import_mmaction2(src, tmp_path / "ours.pt", target, cfg.name)
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+    saved = torch.load(tmp_path / "ours.pt", weights_only=True)  # our checkpoints: tensors only
+    assert saved["config"] == name and len(saved["state_dict"]) == len(mm)
+    # a wrong key is named, and so is the model key it leaves empty
+    wrong = dict(mm)
+    key = next(k for k in wrong if k.endswith("conv2.conv.weight"))
+    wrong[key.replace("conv2.conv", "conv2.cnv")] = wrong.pop(key)
+    with pytest.raises(CheckpointMismatch, match=r"conv2\.cnv\.weight") as err:
+        convert_mmaction2(wrong, target)
+    assert key.replace(".conv2.conv.", ".conv2.").replace(".block.", ".") in str(err.value)
+
+
+def test_import_checkpoint_cli(tmp_path, capsys):
+    from vidtempo import cli
+
+    cfg = C.load("tin_r50_1x1x8_40e_sthv1_rgb")
+    sd = {_to_mmaction2(k, "tin_r50"): v for k, v in M.build(cfg).state_dict().items()}
+    torch.save({"state_dict": sd}, tmp_path / "in.pth")
+    assert cli.main(["import-checkpoint", "mmaction2", str(tmp_path / "in.pth"),
+                     str(tmp_path / "out.pt"), "--config", cfg.name]) == 0  # fmt: skip
+    assert "strict" in capsys.readouterr().out
+    del sd["cls_head.fc_cls.bias"]
+    torch.save({"state_dict": sd}, tmp_path / "in.pth")
+    assert cli.main(["import-checkpoint", "mmaction2", str(tmp_path / "in.pth"),
+                     str(tmp_path / "out.pt"), "--config", cfg.name]) == 2  # fmt: skip
+    assert "head.fc.bias" in capsys.readouterr().err
+
+
+def test_channels_last_gives_the_same_output():
+    cfg = C.load("tin_r50_1x1x8_40e_sthv1_rgb")
+    torch.manual_seed(0)
+    model = M.build(cfg).eval()
+    x = torch.randn(1, 8, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        out = model(
+            x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(1, 8, 3, 64, 64)
+        )
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["tsm", "tin_r50_1x1x8_40e_sthv1_rgb", "tanet_r50_1x1x8_50e_sthv1_rgb"]
+)
+def test_torch_compile_gives_equal_outputs(name):
+    if name == "tsm":
+        cfg = C.override(
+            C.load("tin_r50_1x1x8_40e_sthv1_rgb"), {"model.arch": "tsm_r50", "model.shift_div": 8}
+        )
+    else:
+        cfg = C.load(name)
+    torch.manual_seed(0)
+    model = M.build(cfg).eval()
+    x = torch.randn(1, 8, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        out = torch.compile(model, fullgraph=True)(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+if __name__ == "__main__":
+    PINNED.parent.mkdir(exist_ok=True)
+    PINNED.write_text(
+        json.dumps({n: _regression_output(n).tolist() for n in C.zoo_names()}, indent=1)
+    )
+    print(f"wrote {PINNED}")
