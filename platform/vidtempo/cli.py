@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     bo.add_argument("--json", default=None, help="also write the results to this JSON file")
     bo.set_defaults(func=_bench_op)
+    bm = bsub.add_parser("models", help="train-step cost per clip of TSN/TSM/TIN/TANet/TPN vs TSN")
+    bm.add_argument("--size", type=int, default=112)
+    bm.add_argument("--frames", type=int, default=8)
+    bm.add_argument("--clips", type=int, default=2, help="clips per batch")
+    bm.add_argument("--repeats", type=int, default=5)
+    bm.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TSM TIN")
+    bm.add_argument("--json", default=None)
+    bm.set_defaults(func=_bench_models)
     return p
 
 
@@ -152,6 +160,12 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {args.output}: {n} tensors for {cfg.name} (strict: every key mapped)")
     return 0
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    from vidtempo.bench import models
+
+    return models.main(args)
 
 
 def _bench_op(args: argparse.Namespace) -> int:
