@@ -117,6 +117,49 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("file")
     cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
     cv.set_defaults(func=cmd_config_validate)
+    prep = sub.add_parser("prepare", help="convert videos or rawframes to Parquet shards")
+    psub = prep.add_subparsers(dest="prepare_command", required=True)
+    for kind, help_ in [
+        ("rawframes", "frame folders + an MMAction2 list (frame_dir num_frames label)"),
+        ("videos", "video files + a list (path label | video_id,num_frames,label | Kinetics CSV)"),
+    ]:
+        pp = psub.add_parser(kind, help=help_)
+        pp.add_argument("--list", required=True, help="the annotation list")
+        pp.add_argument("--root", required=True, help="the folder the list's paths are relative to")
+        pp.add_argument("--out", required=True, help="the shard directory to write (one split)")
+        pp.add_argument("--dataset", required=True, help="dataset name, e.g. sthv1, kinetics400")
+        pp.add_argument("--split", required=True, help="train, val or test")
+        pp.add_argument("--classes", default=None, help="class names, one per line, in label order")
+        pp.add_argument(
+            "--short-side", type=int, default=None, help="resize frames to this short side"
+        )
+        pp.add_argument("--videos-per-shard", type=int, default=64)
+        pp.add_argument(
+            "--workers", type=int, default=None, help="decoder processes (default: all CPUs)"
+        )
+        pp.add_argument(
+            "--timeout", type=float, default=120.0, help="seconds per video before quarantine"
+        )
+        if kind == "rawframes":
+            pp.add_argument("--filename-tmpl", default="img_{:05}.jpg")
+            pp.add_argument("--start-index", type=int, default=1)
+        else:
+            pp.add_argument("--storage", choices=["video", "frames"], default="video",
+                            help="keep the container bytes (video) or store JPEG frames")  # fmt: skip
+            pp.add_argument(
+                "--keyint", type=int, default=None, help="re-encode with this keyframe interval"
+            )
+        pp.set_defaults(func=cmd_prepare)
+    ps = psub.add_parser("synthetic", help="generate and convert the synthetic temporal dataset")
+    ps.add_argument("--out", required=True)
+    ps.add_argument("--train-per-class", type=int, default=24)
+    ps.add_argument("--val-per-class", type=int, default=8)
+    ps.add_argument("--frames", type=int, default=32)
+    ps.add_argument("--size", type=int, default=64)
+    ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("--workers", type=int, default=None)
+    ps.set_defaults(func=cmd_prepare)
+
     imp = sub.add_parser("import-checkpoint", help="convert another codebase's checkpoint")
     imp.add_argument("source", choices=["mmaction2"], help="where the checkpoint comes from")
     imp.add_argument("input", help="the .pth file (MMAction2 0.x or 1.x)")
@@ -146,6 +189,39 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--json", default=None)
     bm.set_defaults(func=_bench_models)
     return p
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import os
+
+    from vidtempo.data import prepare
+    from vidtempo.data.convert import Options
+    from vidtempo.data.schema import DataError
+
+    workers = args.workers or os.cpu_count() or 2
+    try:
+        if args.prepare_command == "synthetic":
+            per_class = {"train": args.train_per_class, "val": args.val_per_class}
+            manifests = prepare.prepare_synthetic(args.out, per_class, args.frames, args.size,
+                                                  args.seed, workers)  # fmt: skip
+        else:
+            opts = Options(out=args.out, dataset=args.dataset, split=args.split,
+                           short_side=args.short_side, videos_per_shard=args.videos_per_shard,
+                           workers=workers, timeout=args.timeout)  # fmt: skip
+            if args.prepare_command == "rawframes":
+                opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
+                m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes)
+            else:
+                opts.storage, opts.keyint = args.storage, args.keyint
+                m = prepare.prepare_videos(args.list, args.root, opts, args.classes)
+            manifests = {args.split: m}
+    except (DataError, FileNotFoundError) as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    for split, m in manifests.items():
+        print(f"{split}: {m['num_videos']} videos in {len(m['shards'])} shards, "
+              f"{len(m['classes'])} classes, {m['num_quarantined']} quarantined")  # fmt: skip
+    return 0
 
 
 def cmd_import_checkpoint(args: argparse.Namespace) -> int:

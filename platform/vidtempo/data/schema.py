@@ -1,0 +1,56 @@
+"""The shard contract (design.md §3): manifest.json + part-NNNNN.parquet, one row per video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+QUARANTINE = "quarantine.json"
+
+_COMMON = [
+    ("video_id", pa.string()),
+    ("label", pa.int32()),
+    ("num_frames", pa.int32()),
+    ("fps", pa.float32()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+]
+FRAMES_SCHEMA = pa.schema(_COMMON + [("frames", pa.list_(pa.binary()))])  # one JPEG per frame
+VIDEO_SCHEMA = pa.schema(_COMMON + [("video", pa.binary())])  # the container bytes
+
+
+def schema_for(storage: str) -> pa.Schema:
+    if storage not in ("frames", "video"):
+        raise ValueError(f"storage must be 'frames' or 'video', got {storage!r}")
+    return FRAMES_SCHEMA if storage == "frames" else VIDEO_SCHEMA
+
+
+class DataError(ValueError):
+    """A problem with a dataset directory the user can fix."""
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / MANIFEST
+    if not Path(data_dir).is_dir():
+        raise DataError(f"data directory {data_dir} does not exist; convert a dataset into it "
+                        "with `vidtempo prepare …` (see datasets/README.md)")  # fmt: skip
+    if not path.exists():
+        raise DataError(f"{data_dir} has no {MANIFEST}: it is not a vidtempo shard directory; "
+                        "convert the videos with `vidtempo prepare …` first")  # fmt: skip
+    manifest = json.loads(path.read_text())
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(f"{path} has schema version {manifest.get('schema_version')}, this "
+                        f"vidtempo reads {SCHEMA_VERSION}: convert the dataset again")  # fmt: skip
+    if not manifest.get("shards") or sum(s["rows"] for s in manifest["shards"]) == 0:
+        raise DataError(
+            f"{data_dir} holds no videos (every input was quarantined or the list was empty)"
+        )
+    return manifest
+
+
+def shard_paths(data_dir: str | Path, manifest: dict) -> list[str]:
+    return [str(Path(data_dir).resolve() / s["file"]) for s in manifest["shards"] if s["rows"]]

