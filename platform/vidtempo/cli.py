@@ -188,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TSM TIN")
     bm.add_argument("--json", default=None)
     bm.set_defaults(func=_bench_models)
+    bd = bsub.add_parser("data", help="Ray Data pipeline vs a torch DataLoader, clips/s")
+    bd.add_argument("--workdir", default="bench/data", help="where the benchmark dataset is made")
+    bd.add_argument("--per-class", type=int, default=32, help="synthetic train videos per class")
+    bd.add_argument("--size", type=int, default=128, help="synthetic frame size")
+    bd.add_argument("--cpus", type=int, default=2)
+    bd.add_argument("--rounds", type=int, default=2)
+    bd.add_argument("--epochs", type=int, default=3, help="passes over the data per timing")
+    bd.add_argument("--json", default=None)
+    bd.set_defaults(func=_bench_data)
     return p
 
 
@@ -242,6 +251,12 @@ def _bench_models(args: argparse.Namespace) -> int:
     from vidtempo.bench import models
 
     return models.main(args)
+
+
+def _bench_data(args: argparse.Namespace) -> int:
+    from vidtempo.bench import data
+
+    return data.main(args)
 
 
 def _bench_op(args: argparse.Namespace) -> int:

@@ -32,16 +32,6 @@ def check_classes(manifest: dict, cfg: Config, data_dir: str | Path) -> None:
         )
 
 
-class _Transform:
-    """Ray Data actor: one VideoTransform per actor, reused for every batch."""
-
-    def __init__(self, pipe, data, storage, seed, backend):
-        self.fn = VideoTransform(pipe, data, storage, seed, 0, backend)
-
-    def __call__(self, batch: dict) -> dict:
-        return self.fn(batch)
-
-
 def _with_epoch(epoch: int):
     def add(table: pa.Table) -> pa.Table:
         return table.append_column("epoch", pa.array(np.full(len(table), epoch, dtype=np.int64)))
@@ -87,12 +77,11 @@ def build(
     if not parts:
         raise DataError("no epochs to stream: the run has already finished")
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    # one pool of decoding actors for every epoch: sample → decode → augment
+    # sample → decode → augment in tasks of batch_size videos, fused with the reads: a
+    # transform is cheap to build, so tasks need no actor pool (and no CPU held while idle)
     return ds.map_batches(
-        _Transform,
-        fn_constructor_args=(pipe, cfg.data, storage, seed, backend),
+        VideoTransform(pipe, cfg.data, storage, seed, 0, backend),
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=(1, max(1, int(data_cpus or 1))),
         num_cpus=1,
     )

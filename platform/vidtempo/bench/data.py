@@ -1,0 +1,194 @@
+"""`vidtempo bench data`: clips/s of the Ray Data pipeline against a torch DataLoader doing the
+same sample → decode → augment (TIN's train pipeline, 8 frames at 224²) over the same shards,
+with the same number of CPUs, for both storage kinds; plus the pure decode cost per clip.
+
+Variants, each timed over `epochs` passes of the train split, start-up included (after one
+warm-up round):
+  dataloader      torch DataLoader, `cpus` persistent worker processes, batch 4 (MMAction2's way)
+  ray-default     read_parquet → map_batches(function) with Ray Data's defaults
+  ray-vidtempo    vidtempo.data.pipeline.build: one pipeline streaming all epochs, reads
+                  repartitioned into enough blocks for every CPU, tasks of 4 videos
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from vidtempo import config as C
+from vidtempo.bench.op import _cpu_name
+from vidtempo.data.convert import Options
+from vidtempo.data.decode import decode_jpegs, decode_video
+from vidtempo.data.prepare import prepare_synthetic, prepare_videos
+from vidtempo.data.sampling import sample_indices
+from vidtempo.data.schema import read_manifest, shard_paths
+from vidtempo.data.transform import VideoTransform, row_rng
+
+BATCH = 4
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Map-style dataset over shard rows; each worker opens the Parquet files itself."""
+
+    def __init__(self, data_dir: Path, transform: VideoTransform):
+        self.paths = shard_paths(data_dir, read_manifest(data_dir))
+        self.index = []  # (file, row group, row)
+        for f, path in enumerate(self.paths):
+            meta = pq.ParquetFile(path).metadata
+            for g in range(meta.num_row_groups):
+                self.index += [(f, g, r) for r in range(meta.row_group(g).num_rows)]
+        self.transform = transform
+        self._files: dict[int, pq.ParquetFile] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):
+        f, g, r = self.index[i]
+        if f not in self._files:
+            self._files[f] = pq.ParquetFile(self.paths[f])
+        row = self._files[f].read_row_group(g).slice(r, 1).to_pylist()[0]
+        x, label = self.transform.one(row)
+        return x, label
+
+
+def _dataloader_pass(data_dir, cfg, storage, cpus, epochs) -> int:
+    ds = ShardDataset(data_dir, VideoTransform(cfg.data.train, cfg.data, storage))
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=cpus,
+                                         persistent_workers=True)  # fmt: skip
+    return sum(len(y) for _ in range(epochs) for _, y in loader)
+
+
+def _ray_default_pass(data_dir, cfg, storage, epochs) -> int:
+    import ray
+
+    transform = VideoTransform(cfg.data.train, cfg.data, storage)
+    ds = ray.data.read_parquet(shard_paths(data_dir, read_manifest(data_dir))).map_batches(
+        transform
+    )
+    return sum(len(b["label"]) for _ in range(epochs)
+               for b in ds.iter_batches(batch_size=BATCH, batch_format="numpy"))  # fmt: skip
+
+
+def _ray_vidtempo_pass(data_dir, cfg, cpus, epochs) -> int:
+    from vidtempo.data import pipeline
+
+    # one pipeline streams every epoch, as a training worker consumes it
+    ds = pipeline.build(data_dir, cfg, "train", epochs=range(epochs), data_cpus=cpus)
+    return sum(len(b["label"]) for b in ds.iter_batches(batch_size=BATCH, batch_format="numpy"))
+
+
+def _decode_cost(data_dir, cfg, storage, n=32) -> tuple[float, float]:
+    """Seconds per clip: decoding the 8 sampled frames alone, and the whole transform."""
+    table = pq.read_table(shard_paths(data_dir, read_manifest(data_dir))[0]).to_pylist()[:n]
+    transform = VideoTransform(cfg.data.train, cfg.data, storage)
+    t0 = time.perf_counter()
+    for row in table:
+        inds = sample_indices(
+            row["num_frames"], cfg.data.train.sampler, row_rng(0, 0, row["video_id"])
+        )
+        if storage == "frames":
+            decode_jpegs(row["frames"], inds.reshape(-1))
+        else:
+            decode_video(row["video"], inds.reshape(-1))
+    t1 = time.perf_counter()
+    for row in table:
+        transform.one(row)
+    t2 = time.perf_counter()
+    return (t1 - t0) / len(table), (t2 - t1) / len(table)
+
+
+def _local_ray(cpus: int) -> None:
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private instance
+    if not ray.is_initialized():
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+
+
+def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2, rounds: int = 2,
+        epochs: int = 3) -> dict:  # fmt: skip
+    workdir = Path(workdir)
+    if not (workdir / "video" / "train" / "manifest.json").exists():
+        prepare_synthetic(
+            workdir / "video", {"train": per_class, "val": 1}, size=size, workers=cpus
+        )
+    if not (workdir / "frames" / "manifest.json").exists():
+        opts = Options(out=workdir / "frames", dataset="synthetic", split="train", storage="frames",
+                       workers=cpus, classes=read_manifest(workdir / "video" / "train")["classes"])  # fmt: skip
+        prepare_videos(
+            workdir / "video" / "raw" / "train_list.txt", workdir / "video" / "raw" / "videos", opts
+        )
+    dirs = {"video": workdir / "video" / "train", "frames": workdir / "frames"}
+    cfg = C.override(C.load("tin_r50_1x1x8_40e_sthv1_rgb"), {"model.num_classes": 8})
+    torch.set_num_threads(1)  # the loaders' own CPUs do the work, as in training
+    _local_ray(cpus)
+    results = []
+    for storage, data_dir in dirs.items():
+        variants = {
+            "dataloader": lambda d=data_dir, s=storage: _dataloader_pass(d, cfg, s, cpus, epochs),
+            "ray-default": lambda d=data_dir, s=storage: _ray_default_pass(d, cfg, s, epochs),
+            "ray-vidtempo": lambda d=data_dir: _ray_vidtempo_pass(d, cfg, cpus, epochs),
+        }
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        clips = {}
+        for r in range(rounds + 1):  # round 0 warms up (imports, actor start, page cache)
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                clips[name] = fn()
+                if r:
+                    times[name].append(time.perf_counter() - t0)
+        decode, whole = _decode_cost(data_dir, cfg, storage)
+        base = clips["dataloader"] / float(np.median(times["dataloader"]))
+        for name in variants:
+            rate = clips[name] / float(np.median(times[name]))
+            results.append({"storage": storage, "variant": name, "clips": clips[name],
+                            "clips_per_s": rate, "vs_dataloader": rate / base})  # fmt: skip
+        results.append({"storage": storage, "variant": "decode only (1 CPU)", "ms_per_clip": decode * 1e3,
+                        "transform_ms_per_clip": whole * 1e3})  # fmt: skip
+    return {"benchmark": "data pipeline clips/s", "device": _cpu_name(), "cpus": cpus, "batch": BATCH,
+            "size": size, "videos": len(ShardDataset(dirs["video"], None)), "rounds": rounds, "epochs": epochs,
+            "rows": results}  # fmt: skip
+
+
+def table(result: dict) -> str:
+    lines = [
+        f"TIN train pipeline (8 frames, MultiScaleCrop → 224²), {result['epochs']} epochs of "
+        f"{result['videos']} synthetic {result['size']}² videos, {result['cpus']} CPUs, batch "
+        f"{result['batch']}, {result['device']}",
+        "",
+        "| storage | variant | clips/s | vs DataLoader |",
+        "|---|---|---:|---:|",
+    ]
+    for r in result["rows"]:
+        if "clips_per_s" in r:
+            lines.append(
+                f"| {r['storage']} | {r['variant']} | {r['clips_per_s']:.1f} | {r['vs_dataloader']:.2f}x |"
+            )
+    lines += [
+        "",
+        "| storage | decode 8 frames, ms/clip | whole transform, ms/clip (1 CPU) |",
+        "|---|---:|---:|",
+    ]
+    for r in result["rows"]:
+        if "ms_per_clip" in r:
+            lines.append(
+                f"| {r['storage']} | {r['ms_per_clip']:.1f} | {r['transform_ms_per_clip']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    result = run(args.workdir, args.per_class, args.size, args.cpus, args.rounds, args.epochs)
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
