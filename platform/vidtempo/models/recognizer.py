@@ -13,6 +13,22 @@ from torch import nn
 from vidtempo.models.heads import average_views
 
 
+def _neck(neck, feats, labels, views, aux):
+    """Run a neck on per-view features; labels are repeated for each view."""
+    feats, neck_aux = neck(feats, labels.repeat_interleave(views) if labels is not None else None)
+    return feats, (neck_aux if neck_aux is not None else aux)
+
+
+def _per_video(model, scores, n, views, labels, aux):
+    """(N*V, K) view scores → per-video scores: the mean in training, the recipe's
+    average_clips at test time; plus the auxiliary loss when labels were given."""
+    if model.training:
+        scores = scores.view(n, views, -1).mean(dim=1)
+    else:
+        scores = average_views(scores, views, model.average_clips)
+    return scores if labels is None else (scores, aux)
+
+
 class Recognizer2D(nn.Module):
     """Input (N, V*T, 3, H, W): V views of T frames each."""
 
@@ -36,16 +52,8 @@ class Recognizer2D(nn.Module):
         if self.neck is not None:
             # (N*V*T, C, h, w) -> (N*V, C, T, h, w) per level
             feats = tuple(f.view(n * views, t, *f.shape[1:]).transpose(1, 2) for f in feats)
-            feats, neck_aux = self.neck(
-                feats, labels.repeat_interleave(views) if labels is not None else None
-            )
-            aux = neck_aux if neck_aux is not None else aux
-        scores = self.head(feats)  # (N*V, K)
-        if self.training:
-            scores = scores.view(n, views, -1).mean(dim=1)
-        else:
-            scores = average_views(scores, views, self.average_clips)
-        return scores if labels is None else (scores, aux)
+            feats, aux = _neck(self.neck, feats, labels, views, aux)
+        return _per_video(self, self.head(feats), n, views, labels, aux)
 
 
 class Recognizer3D(nn.Module):
@@ -64,15 +72,7 @@ class Recognizer3D(nn.Module):
         feats = self.backbone(x.flatten(0, 1))  # tuple of (N*V, C, T, h, w)
         aux = x.new_zeros(())
         if self.neck is not None:
-            feats, neck_aux = self.neck(
-                feats, labels.repeat_interleave(views) if labels is not None else None
-            )
-            aux = neck_aux if neck_aux is not None else aux
+            feats, aux = _neck(self.neck, feats, labels, views, aux)
         elif isinstance(feats, tuple):
             feats = feats[-1]
-        scores = self.head(feats)  # (N*V, K)
-        if self.training:
-            scores = scores.view(n, views, -1).mean(dim=1)
-        else:
-            scores = average_views(scores, views, self.average_clips)
-        return scores if labels is None else (scores, aux)
+        return _per_video(self, self.head(feats), n, views, labels, aux)
