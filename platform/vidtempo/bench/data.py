@@ -6,8 +6,8 @@ Variants, each timed over `epochs` passes of the train split, start-up included 
 warm-up round):
   dataloader      torch DataLoader, `cpus` persistent worker processes, batch 4 (MMAction2's way)
   ray-default     read_parquet → map_batches(function) with Ray Data's defaults
-  ray-vidtempo    vidtempo.data.pipeline.build: one pipeline streaming all epochs, reads
-                  repartitioned into enough blocks for every CPU, tasks of 4 videos
+  ray-vidtempo    vidtempo.data.pipeline.build: one pipeline streaming all epochs, one task
+                  per Parquet row group (read fused with decode), no per-operator CPU reservation
 """
 
 from __future__ import annotations
