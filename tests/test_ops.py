@@ -315,9 +315,8 @@ def test_backend_env_var(monkeypatch):
         assert ops.backend() == "native"
 
 
+@requires_native
 def test_cuda_tensor_without_cuda_kernel_is_an_error_saying_how_to_rebuild(monkeypatch):
-    if native.load() is None:
-        pytest.skip("vidtempo._C is not built")
     monkeypatch.delenv("VIDTEMPO_TIN_SHIFT", raising=False)
     monkeypatch.setattr(native, "has_cuda_kernel", lambda: False)
 

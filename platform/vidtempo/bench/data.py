@@ -12,7 +12,6 @@ warm-up round):
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from vidtempo import config as C
-from vidtempo.bench.op import _cpu_name
+from vidtempo.bench import cpu_name, emit
 from vidtempo.data.convert import Options
 from vidtempo.data.decode import decode_jpegs, decode_video
 from vidtempo.data.prepare import prepare_synthetic, prepare_videos
@@ -153,7 +152,7 @@ def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2
                             "clips_per_s": rate, "vs_dataloader": rate / base})  # fmt: skip
         results.append({"storage": storage, "variant": "decode only (1 CPU)", "ms_per_clip": decode * 1e3,
                         "transform_ms_per_clip": whole * 1e3})  # fmt: skip
-    return {"benchmark": "data pipeline clips/s", "device": _cpu_name(), "cpus": cpus, "batch": BATCH,
+    return {"benchmark": "data pipeline clips/s", "device": cpu_name(), "cpus": cpus, "batch": BATCH,
             "size": size, "videos": len(ShardDataset(dirs["video"], None)), "rounds": rounds, "epochs": epochs,
             "rows": results}  # fmt: skip
 
@@ -187,8 +186,4 @@ def table(result: dict) -> str:
 
 def main(args) -> int:
     result = run(args.workdir, args.per_class, args.size, args.cpus, args.rounds, args.epochs)
-    print(table(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return 0
+    return emit(result, table(result), args.json)

@@ -3,13 +3,11 @@ TANet and TPN at T frames of size², as ratios to TSN measured in the same run."
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from vidtempo import config as C
 from vidtempo import models as M
-from vidtempo.bench.op import _cpu_name
+from vidtempo.bench import cpu_name, emit
 from vidtempo.bench.timing import compare
 
 # (label, zoo config, overrides): TSN and TSM are the baselines TIN is built on
@@ -58,7 +56,7 @@ def run(size: int = 112, frames: int = 8, clips: int = 2, repeats: int = 5, only
         }
         for k, v in secs.items()
     ]
-    out = {"benchmark": "train step fwd+bwd per clip", "device": _cpu_name(),
+    out = {"benchmark": "train step fwd+bwd per clip", "device": cpu_name(),
            "threads": torch.get_num_threads(), "size": size, "frames": frames, "clips": clips,
            "repeats": repeats, "rows": rows}  # fmt: skip
     if "TIN" in secs and "TSM" in secs:
@@ -87,8 +85,4 @@ def table(result: dict) -> str:
 
 def main(args) -> int:
     result = run(args.size, args.frames, args.clips, args.repeats, args.only)
-    print(table(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return 0
+    return emit(result, table(result), args.json)

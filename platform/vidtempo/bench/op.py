@@ -7,12 +7,11 @@ channels of the block input, as 4 groups, at the block's input resolution, for a
 
 from __future__ import annotations
 
-import json
-import platform as _platform
 from collections import Counter
 
 import torch
 
+from vidtempo.bench import cpu_name, emit
 from vidtempo.bench.timing import compare
 from vidtempo.ops import native
 from vidtempo.ops.reference import tin_shift_reference
@@ -101,7 +100,7 @@ def run(
         )
     return {
         "benchmark": "tin_shift forward+backward",
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name(),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name(),
         "threads": torch.get_num_threads(),
         "dtype": dtype,
         "torch": torch.__version__,
@@ -116,17 +115,6 @@ def run(
             "speedup": totals["reference"] / totals["native"],
         },
     }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return _platform.processor() or "cpu"
 
 
 def table(result: dict) -> str:
@@ -155,9 +143,4 @@ def table(result: dict) -> str:
 
 def main(args) -> int:
     result = run(args.device, args.dtype, args.videos, args.frames, args.repeats, args.threads)
-    print(table(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-        print(f"\nwrote {args.json}")
-    return 0
+    return emit(result, table(result), args.json)

@@ -92,6 +92,18 @@ class BasicBlock(nn.Module):
         return self.relu(y + identity)
 
 
+def run_stages(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Stem, then layer1..layer4 of a torchvision-named ResNet (2D or 3D); the outputs of the
+    stages in net.out_indices."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    outs = []
+    for i in range(4):
+        x = getattr(net, f"layer{i + 1}")(x)
+        if i in net.out_indices:
+            outs.append(x)
+    return tuple(outs)
+
+
 class ResNet(nn.Module):
     """ResNet backbone without the fc. Returns the outputs of the stages in `out_indices`
     (0 = layer1 … 3 = layer4); a single index returns a tensor, several a tuple."""
@@ -132,13 +144,8 @@ class ResNet(nn.Module):
         self.out_channels = inplanes
 
     def forward(self, x: torch.Tensor):  # (N*T, 3, H, W)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        outs = []
-        for i in range(4):
-            x = getattr(self, f"layer{i + 1}")(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        outs = run_stages(self, x)
+        return outs[0] if len(outs) == 1 else outs
 
     def temporal_modules(self) -> list[nn.Module]:
         return [

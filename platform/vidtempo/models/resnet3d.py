@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidtempo.models.resnet import STAGES
+from vidtempo.models.resnet import STAGES, run_stages
 
 
 class Bottleneck3d(nn.Module):
@@ -81,13 +81,7 @@ class ResNet3dSlowOnly(nn.Module):
                     nn.init.zeros_(m.bn3.weight)
 
     def forward(self, x):  # (N, 3, T, H, W)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        outs = []
-        for i in range(4):
-            x = getattr(self, f"layer{i + 1}")(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+        return run_stages(self, x)
 
 
 def load_inflated_weights(backbone: ResNet3dSlowOnly, state_dict: dict[str, torch.Tensor]) -> None:
