@@ -167,6 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--config", required=True, help="zoo config name or YAML of the model")
     imp.set_defaults(func=cmd_import_checkpoint)
 
+    tr = sub.add_parser("train", help="train a config on Ray Train, evaluate it, log to MLflow")
+    add_run_arguments(tr)
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="a checkpoint under the config's test protocol")
+    ev.add_argument("config", help="zoo config name or YAML")
+    ev.add_argument("checkpoint", help="a run's checkpoint directory, best/epoch_*.pt, or a file "
+                    "from `vidtempo import-checkpoint`")  # fmt: skip
+    ev.add_argument("--data", required=True, help="folder with the val/ shards")
+    ev.add_argument("--protocol", choices=["test", "val"], default="test",
+                    help="the config's test pipeline (default) or its val pipeline")  # fmt: skip
+    ev.add_argument("--workers", type=int, default=None, help="Ray Train workers")
+    ev.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    ev.set_defaults(func=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="the main job on the synthetic dataset: TIN vs TSN")
+    demo.add_argument("--workdir", default=None, help="default: <home>/demo")
+    demo.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    demo.set_defaults(func=cmd_demo)
+
     bench = sub.add_parser("bench", help="measurements behind BENCHMARKS.md")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     bo = bsub.add_parser("op", help="tin_shift fwd+bwd: native kernel vs pure-PyTorch reference")
@@ -197,7 +219,105 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--epochs", type=int, default=3, help="passes over the data per timing")
     bd.add_argument("--json", default=None)
     bd.set_defaults(func=_bench_data)
+    bt = bsub.add_parser("train", help="clips/s of a full training step (SGD, clip) per model")
+    bt.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    bt.add_argument("--size", type=int, default=224)
+    bt.add_argument("--frames", type=int, default=8)
+    bt.add_argument("--clips", type=int, default=None, help="clips per step (cpu 2, cuda 16)")
+    bt.add_argument("--repeats", type=int, default=3)
+    bt.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TIN")
+    bt.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 on the GPU")
+    bt.add_argument("--json", default=None)
+    bt.set_defaults(func=_bench_train)
     return p
+
+
+def add_run_arguments(p: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    """The options of `vidtempo train` and of the jobs/ entry points."""
+    if default_config:
+        p.add_argument("--config", default=default_config, help="zoo config name or YAML")
+    else:
+        p.add_argument("config", help="zoo config name or YAML (`vidtempo zoo list`)")
+    p.add_argument("--data", required=True, help="folder with train/ and val/ shard folders")
+    p.add_argument("--name", default=None, help="run name (default: the config name); "
+                   "a name that has checkpoints resumes")  # fmt: skip
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, e.g. --set optim.lr=0.01 (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (run.num_workers)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (run.use_gpu)")
+    p.add_argument("--imagenet", default=None, help="torchvision ResNet-50 state dict for "
+                   "model.pretrained=imagenet (or VIDTEMPO_IMAGENET)")  # fmt: skip
+    p.add_argument("--storage", default=None, help="checkpoint root: a path or s3://, gs:// URI")
+    p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: SQLite under "
+                   "the project, or VIDTEMPO_MLFLOW_URI)")  # fmt: skip
+    p.add_argument("--experiment", default=None, help="MLflow experiment (run.experiment)")
+
+
+def run_config(args: argparse.Namespace) -> C.Config:
+    overrides = list(args.overrides)
+    for flag, key in (("workers", "run.num_workers"), ("storage", "run.storage_path"),
+                      ("mlflow_uri", "run.mlflow_uri"), ("experiment", "run.experiment")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if getattr(args, "gpu", False):
+        overrides.append("run.use_gpu=true")
+    return C.load(args.config, overrides)
+
+
+def train_main(args: argparse.Namespace) -> int:
+    """`vidtempo train` and the jobs/ scripts: train, then print the final metrics."""
+    from vidtempo.data.schema import DataError
+    from vidtempo.train.run import ResourceError, fit
+
+    try:
+        cfg = run_config(args)
+        res = fit(cfg, args.data, name=args.name, imagenet=args.imagenet)
+    except (C.ConfigError, DataError, ResourceError, FileNotFoundError) as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    shown = {k: v for k, v in sorted(res["metrics"].items()) if "top" in k}
+    print(f"\n{res['name']}: " + "  ".join(f"{k} {v:.2f}" for k, v in shown.items()))
+    print(f"checkpoints: {res['run_dir']}")
+    print(f"MLflow run {res['mlflow_run_id']} in {res['mlflow_uri']}")
+    print(f"open the UI: {ui_command(res['mlflow_uri'])}")
+    return 0
+
+
+def ui_command(uri: str) -> str:
+    from vidtempo import tracking
+
+    return tracking.ui_command(uri)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return train_main(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from vidtempo.data.schema import DataError
+    from vidtempo.train.run import ResourceError, evaluate
+
+    try:
+        cfg = run_config(args)
+        result = evaluate(cfg, args.checkpoint, args.data, protocol=args.protocol)
+    except (C.ConfigError, DataError, ResourceError, FileNotFoundError, ValueError) as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    for k, v in sorted(result.items()):
+        print(f"{k:32s} {v:8.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vidtempo import demo
+
+    return demo.main(args.workdir, args.epochs)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -263,6 +383,12 @@ def _bench_op(args: argparse.Namespace) -> int:
     from vidtempo.bench import op
 
     return op.main(args)
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from vidtempo.bench import train
+
+    return train.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # the checkout: platform/vidtempo/config.py
+CONFIG_DIR = PROJECT_DIR / "jobs" / "configs"
 
 
 class ConfigError(ValueError):
@@ -180,6 +181,9 @@ class RunConfig:
     num_workers: int = 2
     batch_per_worker: int | None = None  # None: train.videos_per_gpu
     use_gpu: bool = False
+    cpus_per_worker: float = 1.0  # CPUs each training worker reserves
+    # CPUs each worker's data pipeline may use for decoding (Ray Data tasks); fractions allowed
+    data_cpus_per_worker: float = 1.0
     seed: int = 0
     storage_path: str | None = None  # None: <project>/runs; a URI or shared path on clusters
     experiment: str = "vidtempo"
@@ -346,7 +350,62 @@ def _build(cls: type, data: dict, prefix: str, where: str) -> Any:
 def from_dict(data: dict, where: str = "<dict>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must hold a mapping at the top level")
-    return _build(Config, data, "", where)
+    cfg = _build(Config, data, "", where)
+    check_ranges(cfg, where)
+    return cfg
+
+
+def check_ranges(cfg: Config, where: str = "<config>") -> None:
+    """Values that parse but cannot train: a ConfigError naming the key, the value and the
+    allowed range."""
+    s, o, t, m, r = cfg.schedule, cfg.optim, cfg.train, cfg.model, cfg.run
+    rules: list[tuple[str, Any, bool, str]] = [
+        ("model.num_classes", m.num_classes, m.num_classes >= 2, ">= 2"),
+        ("model.num_segments", m.num_segments, m.num_segments >= 1, ">= 1"),
+        ("model.shift_div", m.shift_div, m.shift_div >= 1, ">= 1"),
+        ("model.dropout", m.dropout, 0 <= m.dropout < 1, "in [0, 1)"),
+        ("model.init_std", m.init_std, m.init_std > 0, "> 0"),
+        ("model.aux_loss_weight", m.aux_loss_weight, m.aux_loss_weight >= 0, ">= 0"),
+        ("optim.lr", o.lr, o.lr > 0, "> 0"),
+        ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
+        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
+        ("optim.grad_clip", o.grad_clip, o.grad_clip is None or o.grad_clip > 0, "> 0 or null"),
+        ("schedule.warmup_epochs", s.warmup_epochs, 0 <= s.warmup_epochs < t.epochs,
+         f"in [0, train.epochs={t.epochs})"),
+        ("schedule.warmup_ratio", s.warmup_ratio, 0 < s.warmup_ratio <= 1, "in (0, 1]"),
+        ("schedule.min_lr_ratio", s.min_lr_ratio,
+         s.min_lr_ratio is None or 0 <= s.min_lr_ratio <= 1, "in [0, 1] or null"),
+        ("schedule.min_lr", s.min_lr, s.min_lr >= 0, ">= 0"),
+        ("schedule.gamma", s.gamma, 0 < s.gamma <= 1, "in (0, 1]"),
+        ("schedule.steps", list(s.steps), list(s.steps) == sorted(set(s.steps))
+         and all(0 < x < t.epochs for x in s.steps),
+         f"increasing epochs in (0, train.epochs={t.epochs})"),
+        ("train.epochs", t.epochs, t.epochs >= 1, ">= 1"),
+        ("train.videos_per_gpu", t.videos_per_gpu, t.videos_per_gpu >= 1, ">= 1"),
+        ("train.gpus", t.gpus, t.gpus >= 1, ">= 1"),
+        ("train.val_interval", t.val_interval, t.val_interval >= 1, ">= 1"),
+        ("run.num_workers", r.num_workers, r.num_workers >= 1, ">= 1"),
+        ("run.batch_per_worker", r.batch_per_worker,
+         r.batch_per_worker is None or r.batch_per_worker >= 1, ">= 1 or null"),
+        ("run.cpus_per_worker", r.cpus_per_worker, r.cpus_per_worker > 0, "> 0"),
+        ("run.data_cpus_per_worker", r.data_cpus_per_worker, r.data_cpus_per_worker > 0, "> 0"),
+        ("run.keep_last", r.keep_last, r.keep_last >= 1, ">= 1 (resume needs the last one)"),
+        ("run.keep_best", r.keep_best, r.keep_best >= 0, ">= 0"),
+        ("run.max_failures", r.max_failures, r.max_failures >= 0, ">= 0"),
+    ]
+    for split in ("train", "val", "test"):
+        p = getattr(cfg.data, split)
+        rules += [
+            (f"data.{split}.flip_ratio", p.flip_ratio, 0 <= p.flip_ratio <= 1, "in [0, 1]"),
+            (f"data.{split}.crop.size", p.crop.size, p.crop.size >= 1, ">= 1"),
+            (f"data.{split}.sampler.num_clips", p.sampler.num_clips, p.sampler.num_clips >= 1,
+             ">= 1"),
+            (f"data.{split}.sampler.clip_len", p.sampler.clip_len, p.sampler.clip_len >= 1,
+             ">= 1"),
+        ]
+    for key, value, ok, allowed in rules:
+        if not ok:
+            raise ConfigError(f"{key} = {value!r} in {where} is out of range: it must be {allowed}")
 
 
 def resolve_path(name_or_path: str | Path) -> Path:
@@ -356,9 +415,10 @@ def resolve_path(name_or_path: str | Path) -> Path:
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
         return p
-    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
-    if candidate.exists():
-        return candidate
+    for folder in (CONFIG_DIR, CONFIG_DIR / "synthetic"):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.exists():
+            return candidate
     names = zoo_names()
     close = difflib.get_close_matches(str(name_or_path), names, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else "; `vidtempo zoo list` shows them"

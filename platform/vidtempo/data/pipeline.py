@@ -51,8 +51,56 @@ class ReadRowGroups:
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-def row_groups(paths: list[str]) -> list[tuple[str, int]]:
-    return [(p, g) for p in paths for g in range(pq.ParquetFile(p).metadata.num_row_groups)]
+def quiet(ctx=None) -> None:
+    """No per-dataset progress bars: a run streams several datasets per worker and epoch, and
+    their bars would bury the training progress lines."""
+    ctx = ctx or ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def row_groups(paths: list[str]) -> list[tuple[str, int, int]]:
+    """(shard, row group, rows) of every row group."""
+    out = []
+    for p in paths:
+        meta = pq.ParquetFile(p).metadata
+        out += [(p, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    return out
+
+
+def plan(data_dir: str | Path, split: str, epochs: range, seed: int = 0,
+         world: int = 1) -> list[list[dict]]:  # fmt: skip
+    """The units (row groups) each of `world` workers streams, epoch after epoch.
+
+    Training units are shuffled per epoch with (seed, epoch) and dealt round-robin, so every
+    worker sees different videos each epoch; val/test units are dealt once, in order, so each
+    video is evaluated exactly once across the workers."""
+    data_dir = Path(data_dir)
+    groups = row_groups(shard_paths(data_dir, read_manifest(data_dir)))
+    train = split == "train"
+    per_rank: list[list[dict]] = [[] for _ in range(world)]
+    for epoch in epochs if train else range(1):
+        order = np.random.default_rng([seed, epoch]).permutation(len(groups)) if train else None
+        for i, g in enumerate(order if train else range(len(groups))):
+            path, group, rows = groups[g]
+            per_rank[i % world].append(
+                {"path": path, "row_group": group, "rows": rows, "epoch": epoch}
+            )
+    return per_rank
+
+
+def steps_per_epoch(units: list[list[dict]], batch_size: int) -> int:
+    """Optimizer steps every worker can take in every epoch: all workers must take the same
+    number (DDP), so it is the smallest count of full batches; the rest of an epoch is dropped."""
+    counts: dict[tuple[int, int], int] = {}
+    epochs = {u["epoch"] for rank in units for u in rank}
+    for r, rank in enumerate(units):
+        for e in epochs:
+            counts[r, e] = 0
+        for u in rank:
+            counts[r, u["epoch"]] += u["rows"]
+    return min(counts.values()) // batch_size if counts else 0
 
 
 def build(
@@ -63,9 +111,11 @@ def build(
     seed: int = 0,
     backend: str = "decord",
     data_cpus: float | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> ray.data.Dataset:
-    """The dataset of one split: `train` augments with the train pipeline over `epochs`;
-    `val` and `test` run those pipelines once, in order."""
+    """Worker `rank`'s dataset of one split (see `plan`): `train` augments with the train
+    pipeline over `epochs`; `val` and `test` run those pipelines once, in order."""
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
     check_classes(manifest, cfg, data_dir)
@@ -78,6 +128,7 @@ def build(
     # has, that left the decode stage backpressured to one task at a time (bench data: 0.5x a
     # DataLoader). The only heavy operator here is the decode, so it gets the whole budget.
     ctx.op_resource_reservation_enabled = False
+    quiet(ctx)
     if data_cpus is not None:
         ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
             cpu=data_cpus
@@ -85,20 +136,18 @@ def build(
     columns = ["video_id", "label", "num_frames", "frames" if storage == "frames" else "video"]
     train = split == "train"
     epochs = epochs if (train and epochs is not None) else range(1)
+    # rows reach the loop in unit order, so a seed reproduces the order of a run
+    ctx.execution_options.preserve_order = True
     # Units of work are Parquet row groups (8 videos each, as the converter writes them), one
     # block per unit: Ray's own read_parquet coalesces small shard files into one block, which
     # then decodes on one CPU while the others idle (the ~0.3x of `vidtempo bench data`).
-    groups = row_groups(shard_paths(data_dir, manifest))
-    units = []
-    for epoch in epochs:
-        order = (
-            np.random.default_rng([seed, epoch]).permutation(len(groups))
-            if train
-            else range(len(groups))
-        )
-        units += [{"path": groups[i][0], "row_group": groups[i][1], "epoch": epoch} for i in order]
-    if not units:
+    if not len(epochs):
         raise DataError("no epochs to stream: the run has already finished")
+    units = plan(data_dir, split, epochs, seed, world)[rank]
+    if not units:
+        raise DataError(
+            f"{data_dir} has too few row groups for {world} workers ({split}); use fewer workers"
+        )
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # sample → decode → augment, fused with the read of each unit; a transform is cheap to
     # build, so plain tasks do it (no actor pool holding CPUs while idle)
@@ -106,5 +155,5 @@ def build(
         ReadRowGroups(VideoTransform(pipe, cfg.data, storage, seed, 0, backend), columns),
         batch_size=1,
         batch_format="numpy",
-        num_cpus=1,
+        num_cpus=min(1.0, data_cpus) if data_cpus else 1,
     )

@@ -3,7 +3,8 @@
 Pure code (no Ray): pipeline.py runs it inside Ray Data `map_batches`, the DataLoader baseline
 of `vidtempo bench data` runs it in a torch Dataset. Randomness is drawn per row from
 (seed, epoch, video_id), so every epoch differs and a seed reproduces a run. A row that cannot
-be decoded comes out with ok = False (and zero frames) so that the consumer counts and skips it.
+be decoded comes out with ok = False, zero frames and the reason in `error`, so that the
+consumer counts and skips it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class VideoTransform:
         inputs = np.zeros((n, *self.shape), dtype=np.uint8)
         labels = np.asarray(batch["label"], dtype=np.int64).copy()
         ok = np.ones(n, dtype=bool)
+        errors = [""] * n
         payload = batch["frames"] if self.storage == "frames" else batch["video"]
         epochs = batch.get("epoch")  # one dataset may stream several epochs (pipeline.py)
         for i in range(n):
@@ -70,13 +72,15 @@ class VideoTransform:
             try:
                 x, labels[i] = self.one(row, None if epochs is None else int(epochs[i]))
                 inputs[i] = x.numpy()
-            except Exception:  # noqa: BLE001 - a bad row is counted downstream, never fatal
+            except Exception as exc:  # noqa: BLE001 - a bad row is counted downstream, never fatal
                 ok[i] = False
+                errors[i] = f"{type(exc).__name__}: {exc}"[:300]
         out = {
             "inputs": inputs,
             "label": labels,
             "video_id": np.asarray(batch["video_id"]),
             "ok": ok,
+            "error": np.asarray(errors, dtype=object),
         }
         if epochs is not None:
             out["epoch"] = np.asarray(epochs, dtype=np.int64)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vidtempo.config import Config, ConfigError, ModelConfig
+from vidtempo.models.checkpoint import load_pretrained
 from vidtempo.models.heads import TPNHead, TSMHead
 from vidtempo.models.recognizer import Recognizer2D, Recognizer3D
 from vidtempo.models.resnet import ResNet, load_torchvision_weights
@@ -108,6 +109,9 @@ def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> n
         else:
             load_torchvision_weights(model.backbone, state)
     return model
+
+
+__all__ = ["BUILDERS", "build", "count_parameters", "load_pretrained", "measure"]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -123,3 +123,42 @@ def import_mmaction2(src: str | Path, dst: str | Path, model: nn.Module, config_
     model.load_state_dict(converted, strict=True)
     torch.save({"state_dict": converted, "config": config_name, "source": str(src)}, dst)
     return len(converted)
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> str:
+    """Non-strict `load_from`: every checkpoint tensor whose (renamed) key and shape match a
+    model tensor is loaded; returns a report of what was and was not loaded.
+
+    MMAction2 and vidtempo checkpoints both work. A TSM checkpoint on a TIN model fills the block
+    conv1 weights too: TSM's `conv1.conv.net.weight` and TIN's `conv1.conv.net2.weight` both map
+    to `conv1.weight` here, whereas MMAction2's own non-strict load leaves those 16 weights at
+    their ImageNet values (models.md §6.5)."""
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    state = obj
+    if isinstance(obj, dict):
+        state = obj.get("state_dict", obj.get("model", obj))
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict")
+    own = model.state_dict()
+    take, unused, shaped = {}, [], []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        new = map_key(key)
+        if new not in own:
+            unused.append(key)
+        elif own[new].shape != value.shape:
+            shaped.append(f"{new} {tuple(value.shape)}→{tuple(own[new].shape)}")
+        else:
+            take[new] = value
+    model.load_state_dict(take, strict=False)
+    missing = sorted(k for k in own if k not in take)
+    parts = [f"loaded {len(take)}/{len(own)} model tensors"]
+    if missing:
+        parts.append(f"kept their init ({len(missing)}): {', '.join(missing[:8])}"
+                     + (" …" if len(missing) > 8 else ""))  # fmt: skip
+    if shaped:
+        parts.append(f"shape differs, not loaded ({len(shaped)}): {', '.join(shaped[:4])}")
+    if unused:
+        parts.append(f"checkpoint tensors unused ({len(unused)}): {', '.join(unused[:4])}")
+    return "; ".join(parts)

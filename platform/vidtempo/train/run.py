@@ -1,0 +1,271 @@
+"""The driver side of a training run: checks, MLflow run, datasets, TorchTrainer.fit.
+
+    fit(cfg, data_dir)  →  train on Ray Train, evaluate the test protocol, log to MLflow
+
+A run is named (default: the config name) and lives in `<storage_path>/<name>`; fitting a name
+that already has checkpoints resumes it from the last one and continues its MLflow run. A worker
+failure restarts the workers from the last checkpoint (FailureConfig), inside the same fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import uuid
+from pathlib import Path
+
+import ray
+import ray.train
+import yaml
+from ray.train.torch import TorchTrainer
+
+from vidtempo import config, tracking
+from vidtempo.config import Config, ConfigError
+from vidtempo.data import pipeline
+from vidtempo.data.schema import MANIFEST, DataError, read_manifest
+from vidtempo.train import checkpoint as ckpt
+from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
+
+# glibc returns big freed blocks to the OS at once (mmap) and page-faults them back on every
+# step; CPU workers keep them instead (BENCHMARKS.md, tin_shift section: 2.75x → 5.36x)
+CPU_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot place the workers a run asks for."""
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to `address` (or RAY_ADDRESS, as inside `ray job submit`), else start a local
+    instance for this process."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # the dashboard stays on: Ray Train's placement-group cleaner asks its state API
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+             runtime_env={"env_vars": CPU_WORKER_ENV})  # fmt: skip
+
+
+def storage_root(cfg: Config) -> str:
+    if cfg.run.storage_path:
+        root = cfg.run.storage_path
+        return root if "://" in root else str(Path(root).expanduser().resolve())
+    return str(tracking.home() / "runs")
+
+
+def check_resources(cfg: Config) -> None:
+    """Fail at once when the cluster cannot place the workers (Ray would wait forever)."""
+    if os.environ.get("VIDTEMPO_SKIP_RESOURCE_CHECK"):
+        return
+    r = cfg.run
+    gpu = 1.0 if r.use_gpu else 0.0
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    placeable = 0
+    for res in nodes:
+        fits = math.floor(res.get("CPU", 0) / r.cpus_per_worker + 1e-9)
+        if gpu:
+            fits = min(fits, math.floor(res.get("GPU", 0) / gpu + 1e-9))
+        placeable += fits
+    total_cpu = sum(res.get("CPU", 0) for res in nodes)
+    total_gpu = sum(res.get("GPU", 0) for res in nodes)
+    need_cpu = r.num_workers * (r.cpus_per_worker + r.data_cpus_per_worker)
+    if placeable < r.num_workers or total_cpu + 1e-9 < need_cpu:
+        asked = (f"{r.num_workers} workers × ({r.cpus_per_worker:g} CPU"
+                 + (", 1 GPU" if gpu else "") + f") + {r.data_cpus_per_worker:g} CPU each for "
+                 f"data = {need_cpu:g} CPUs" + (f", {r.num_workers} GPUs" if gpu else ""))  # fmt: skip
+        raise ResourceError(
+            f"the run asks for {asked}, but the cluster has {len(nodes)} node(s) with "
+            f"{total_cpu:g} CPUs and {total_gpu:g} GPUs in total (room for {placeable} "
+            "workers). Use fewer workers (--workers / run.num_workers), smaller "
+            "run.cpus_per_worker / run.data_cpus_per_worker, or add nodes "
+            "(on an autoscaling cluster: VIDTEMPO_SKIP_RESOURCE_CHECK=1 lets Ray wait for them)."
+        )
+
+
+def check_data(cfg: Config, data_dir: Path) -> None:
+    for split in ("train", "val"):
+        d = data_dir / split
+        if not d.exists():
+            raise DataError(
+                f"{data_dir} has no '{split}' folder: --data must hold train/ and val/ shard "
+                f"folders (`vidtempo prepare ... --out {data_dir}` writes them)"
+            )
+        manifest = read_manifest(d)
+        if not manifest.get("num_videos"):
+            raise DataError(
+                f"{d} holds no videos (all quarantined? see its quarantine report); "
+                "convert the dataset again"
+            )
+        pipeline.check_classes(manifest, cfg, d)
+
+
+def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: int,
+                 run_dir: str, backend: str = "decord"):  # fmt: skip
+    """Dataset factory, called by Ray Train each time the workers (re)start: training streams
+    from the first epoch that has no checkpoint yet."""
+    cfg = config.from_dict(cfg_dict)
+    data_cpus = cfg.run.data_cpus_per_worker
+    if split == "train":
+        start = ckpt.read_progress(run_dir)["epochs_done"]
+        if start >= cfg.train.epochs:
+            return ray.data.from_items([{"epoch": 0}])  # nothing left to train; never read
+        return pipeline.build(Path(data_dir) / "train", cfg, "train",
+                              epochs=range(start, cfg.train.epochs), seed=cfg.run.seed,
+                              backend=backend, data_cpus=data_cpus, rank=rank, world=world)  # fmt: skip
+    return pipeline.build(Path(data_dir) / "val", cfg, split, seed=cfg.run.seed, backend=backend,
+                          data_cpus=data_cpus, rank=rank, world=world)  # fmt: skip
+
+
+def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
+        imagenet: str | Path | None = None, tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None, quiet: bool = False) -> dict:  # fmt: skip
+    """Train `cfg` on the shards under `data_dir` (train/ and val/), then evaluate its test
+    protocol. Returns {"name", "run_dir", "mlflow_uri", "mlflow_run_id", "metrics"}."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    check_data(cfg, data_dir)
+    if cfg.model.pretrained == "imagenet" and imagenet is None:
+        imagenet = os.environ.get("VIDTEMPO_IMAGENET")
+        if not imagenet:
+            raise ConfigError(
+                f"{cfg.name} starts from ImageNet weights (model.pretrained=imagenet): pass "
+                "--imagenet PATH to a torchvision ResNet-50 state dict (resnet50-*.pth), set "
+                "VIDTEMPO_IMAGENET, or train from scratch with --set model.pretrained=none"
+            )
+    if imagenet is not None and not Path(imagenet).exists():
+        raise ConfigError(f"ImageNet weights {imagenet} do not exist")
+    if cfg.model.pretrained == "none":
+        imagenet = None
+    name = name or cfg.name
+    root = storage_root(cfg)
+    run_dir = ckpt.join(root, name)
+    uri = tracking.resolve_uri(cfg)
+    ensure_ray()
+    check_resources(cfg)
+
+    batch = cfg.run.batch_per_worker or cfg.train.videos_per_gpu
+    world = cfg.run.num_workers
+    units = pipeline.plan(data_dir / "train", "train", range(cfg.train.epochs), cfg.run.seed, world)
+    steps = pipeline.steps_per_epoch(units, batch)
+    if steps < 1:
+        raise DataError(
+            f"{data_dir / 'train'} is too small for {world} workers × {batch} videos per step: "
+            "use fewer workers or a smaller run.batch_per_worker"
+        )
+
+    # ---- the MLflow run: new, or the one this run name already has ---------------------------
+    progress = ckpt.read_progress(run_dir)
+    saved = ckpt.read_bytes(ckpt.join(run_dir, "config.yaml"))
+    if progress.get("mlflow_run_id") and saved is not None:
+        before = config.from_dict(yaml.safe_load(saved), f"{run_dir}/config.yaml")
+        changed = config.diff(before, cfg)
+        if changed:
+            listed = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in list(changed.items())[:6])
+            raise ConfigError(
+                f"run '{name}' in {root} was started with a different config ({listed}); "
+                "resume it unchanged or start a new run with --name"
+            )
+        run_id = progress["mlflow_run_id"]
+        tracking.set_running(uri, run_id)
+        if not quiet:
+            print(f"[{name}] resuming: {progress['epochs_done']}/{cfg.train.epochs} epochs done "
+                  f"(MLflow run {run_id})", flush=True)  # fmt: skip
+    else:
+        run_tags = {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})}
+        run_id = tracking.start_run(cfg, name, uri, run_tags, parent_run_id)
+        tracking.log_metrics(uri, run_id, {"steps_per_epoch": steps}, step=0)
+        ckpt.write_bytes(ckpt.join(run_dir, "config.yaml"), config.dump_yaml(cfg).encode())
+        ckpt.write_progress(run_dir, epochs_done=0, mlflow_run_id=run_id)
+
+    job = {"config": config.to_dict(cfg), "name": name, "run_dir": run_dir,
+           "mlflow_uri": uri, "mlflow_run_id": run_id, "steps_per_epoch": steps,
+           "batch_per_worker": batch, "imagenet": str(imagenet) if imagenet else None}  # fmt: skip
+    cfg_dict = config.to_dict(cfg)
+    pipeline.quiet()  # the driver's DataContext goes to the workers
+    datasets = {
+        f"{split}_{r}": functools.partial(make_dataset, str(data_dir), cfg_dict, split, r, world,
+                                          run_dir)  # fmt: skip
+        for split in ("train", "val", "test")
+        for r in range(world)
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=world, use_gpu=cfg.run.use_gpu,
+            resources_per_worker={"CPU": cfg.run.cpus_per_worker,
+                                  **({"GPU": 1} if cfg.run.use_gpu else {})},
+        ),  # fmt: skip
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=root,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_last),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            worker_runtime_env={} if cfg.run.use_gpu else {"env_vars": CPU_WORKER_ENV},
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+    return {"name": name, "run_dir": run_dir, "mlflow_uri": uri, "mlflow_run_id": run_id,
+            "metrics": tracking.get_run(uri, run_id)["metrics"]}  # fmt: skip
+
+
+def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
+             protocol: str = "test") -> dict[str, float]:  # fmt: skip
+    """Score a checkpoint on the val/ shards under the config's test (or val) protocol, on
+    Ray Train workers; scores are merged by video_id across the workers."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    d = data_dir / "val"
+    if not d.exists() and (data_dir / MANIFEST).exists():
+        d = data_dir  # the val shard folder itself
+    pipeline.check_classes(read_manifest(d), cfg, d)
+    checkpoint = Path(checkpoint).expanduser().resolve()
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    ensure_ray()
+    check_resources(cfg)
+    world = cfg.run.num_workers
+    split = "test" if protocol == "test" else "val"
+    root = ckpt.join(storage_root(cfg), "_evaluate")
+    name = f"{cfg.name}-{uuid.uuid4().hex[:8]}"
+    pipeline.quiet()
+    cfg_dict = config.to_dict(cfg)
+    datasets = {
+        f"{split}_{r}": functools.partial(make_split_dataset, str(d), cfg_dict, split, r, world)
+        for r in range(world)
+    }
+    trainer = TorchTrainer(
+        eval_loop_per_worker,
+        train_loop_config={"config": cfg_dict, "checkpoint": str(checkpoint), "split": split,
+                           "batch": cfg.run.batch_per_worker or cfg.train.videos_per_gpu},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=world, use_gpu=cfg.run.use_gpu,
+            resources_per_worker={"CPU": cfg.run.cpus_per_worker,
+                                  **({"GPU": 1} if cfg.run.use_gpu else {})},
+        ),  # fmt: skip
+        run_config=ray.train.RunConfig(name=name, storage_path=root),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+    )
+    result = trainer.fit()
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
+    with contextlib.suppress(Exception):
+        ckpt.delete_tree(ckpt.join(root, name))
+    return metrics
+
+
+def make_split_dataset(split_dir: str, cfg_dict: dict, split: str, rank: int, world: int):
+    cfg = config.from_dict(cfg_dict)
+    return pipeline.build(split_dir, cfg, split, seed=cfg.run.seed,
+                          data_cpus=cfg.run.data_cpus_per_worker, rank=rank, world=world)  # fmt: skip
