@@ -232,12 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_run_arguments(p: argparse.ArgumentParser, default_config: str | None = None) -> None:
-    """The options of `vidtempo train` and of the jobs/ entry points."""
-    if default_config:
-        p.add_argument("--config", default=default_config, help="zoo config name or YAML")
-    else:
+def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
+    """The options of `vidtempo train` and of the jobs/ entry points. `config`: None for a
+    positional CONFIG, "--config" for a required option, or a config name as its default."""
+    if config is None:
         p.add_argument("config", help="zoo config name or YAML (`vidtempo zoo list`)")
+    elif config == "--config":
+        p.add_argument("--config", required=True, help="zoo config name or YAML")
+    else:
+        p.add_argument("--config", default=config, help=f"zoo config (default: {config})")
     p.add_argument("--data", required=True, help="folder with train/ and val/ shard folders")
     p.add_argument("--name", default=None, help="run name (default: the config name); "
                    "a name that has checkpoints resumes")  # fmt: skip

@@ -51,6 +51,10 @@ class ReadRowGroups:
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
+READ_AHEAD_CLIPS = 64
+READ_AHEAD_MIN_BYTES = 16 * 1024 * 1024
+
+
 def quiet(ctx=None) -> None:
     """No per-dataset progress bars: a run streams several datasets per worker and epoch, and
     their bars would bury the training progress lines."""
@@ -151,9 +155,19 @@ def build(
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # sample → decode → augment, fused with the read of each unit; a transform is cheap to
     # build, so plain tasks do it (no actor pool holding CPUs while idle)
-    return ds.map_batches(
-        ReadRowGroups(VideoTransform(pipe, cfg.data, storage, seed, 0, backend), columns),
+    transform = VideoTransform(pipe, cfg.data, storage, seed, 0, backend)
+    ds = ds.map_batches(
+        ReadRowGroups(transform, columns),
         batch_size=1,
         batch_format="numpy",
         num_cpus=min(1.0, data_cpus) if data_cpus else 1,
     )
+    if train:
+        # A training stream covers every epoch: unbounded, it decodes epochs ahead and takes
+        # the CPUs that the per-epoch validation needs. Read ahead READ_AHEAD_CLIPS clips.
+        clip_bytes = int(np.prod(transform.shape))
+        limits = ds.context.execution_options.resource_limits
+        ds.context.execution_options.resource_limits = limits.copy(
+            object_store_memory=max(READ_AHEAD_MIN_BYTES, READ_AHEAD_CLIPS * clip_bytes)
+        )
+    return ds

@@ -116,8 +116,11 @@ def train_loop_per_worker(job: dict) -> None:
              / optimizer.param_groups[0].get("lr_mult", 1.0), "clips_per_s": seen / train_s,
              "data_wait_frac": waited / world / train_s, "bad_clips": bad}  # fmt: skip
         if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
+            t = time.perf_counter()
             m.update(evaluate(model, ray.train.get_dataset_shard(f"val_{rank}"), cfg, "val",
                               batch, device, cuda))  # fmt: skip
+            m["val_s"] = time.perf_counter() - t
+        t_save = time.perf_counter()
 
         # ---- rank 0: MLflow, best-K, progress; then every worker's part of the checkpoint --
         state = None
@@ -146,6 +149,8 @@ def train_loop_per_worker(job: dict) -> None:
         if rank == 0:
             ckpt.write_progress(job["run_dir"], epochs_done=epoch + 1,
                                 mlflow_run_id=job["mlflow_run_id"])  # fmt: skip
+            say(f"[{job['name']}] timing: train {train_s:.1f}s  val {m.get('val_s', 0):.1f}s  "
+                f"log+checkpoint {time.perf_counter() - t_save:.1f}s")
 
     # ---- the config's test protocol, once training is done -----------------------------------
     test = evaluate(model, ray.train.get_dataset_shard(f"test_{rank}"), cfg, "test", batch,

@@ -33,6 +33,12 @@ from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
 CPU_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 
 
+# Ray kills idle task workers after 1 s once there are more worker processes than CPUs — and a
+# training run's actors alone outnumber the CPUs of a small box. Every validation pass then
+# started fresh workers that import torch again (~7 s per pass on 2 cores instead of <1 s).
+LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
+
+
 class ResourceError(RuntimeError):
     """The cluster cannot place the workers a run asks for."""
 
@@ -49,7 +55,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # the dashboard stays on: Ray Train's placement-group cleaner asks its state API
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
-             runtime_env={"env_vars": CPU_WORKER_ENV})  # fmt: skip
+             runtime_env={"env_vars": CPU_WORKER_ENV}, _system_config=LOCAL_SYSTEM_CONFIG)  # fmt: skip
 
 
 def storage_root(cfg: Config) -> str:
@@ -124,9 +130,11 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
 
 def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
         imagenet: str | Path | None = None, tags: dict[str, str] | None = None,
-        parent_run_id: str | None = None, quiet: bool = False) -> dict:  # fmt: skip
+        parent_run_id: str | None = None, quiet: bool = False,
+        train_fn=train_loop_per_worker) -> dict:  # fmt: skip
     """Train `cfg` on the shards under `data_dir` (train/ and val/), then evaluate its test
-    protocol. Returns {"name", "run_dir", "mlflow_uri", "mlflow_run_id", "metrics"}."""
+    protocol. Returns {"name", "run_dir", "mlflow_uri", "mlflow_run_id", "metrics"}.
+    `train_fn` is the per-worker loop (tests wrap it to inject failures)."""
     data_dir = Path(data_dir).expanduser().resolve()
     check_data(cfg, data_dir)
     if cfg.model.pretrained == "imagenet" and imagenet is None:
@@ -194,7 +202,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
         for r in range(world)
     }
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        train_fn,
         train_loop_config=job,
         scaling_config=ray.train.ScalingConfig(
             num_workers=world, use_gpu=cfg.run.use_gpu,

@@ -1,0 +1,445 @@
+"""Training: optimizer groups, schedules, metrics, the batch stream, checkpoints, and real Ray
+Train runs on the synthetic dataset (failure + retry, re-submission, `ray job submit`)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidtempo import config, metrics, models, tracking
+from vidtempo.config import ConfigError
+from vidtempo.data import pipeline
+from vidtempo.data.schema import DataError
+from vidtempo.train import checkpoint as ckpt
+from vidtempo.train.loop import epoch_batches, masked_cross_entropy, train_loop_per_worker
+from vidtempo.train.optim import build_optimizer, param_groups
+from vidtempo.train.schedule import lr_at
+
+ROOT = Path(__file__).resolve().parents[1]
+TIN = "tin_r50_1x1x8_40e_sthv1_rgb"
+
+
+# ---- optimizer groups (models.md §0.4) --------------------------------------------------------
+
+
+def _groups(cfg):
+    model = models.build(cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    return model, {g["name"]: g for g in param_groups(model, cfg.optim)}, names
+
+
+def test_fc_lr5_groups_and_multipliers():
+    cfg = config.load(TIN)
+    model, groups, names = _groups(cfg)
+    members = {k: {names[id(p)] for p in g["params"]} for k, g in groups.items()}
+    wd = cfg.optim.weight_decay
+    assert members["first_conv_weight"] == {"backbone.conv1.weight"}
+    assert "first_conv_bias" not in members  # the stem conv has no bias
+    assert members["fc_weight"] == {"head.fc.weight"}
+    assert members["fc_bias"] == {"head.fc.bias"}
+    assert (groups["fc_weight"]["lr_mult"], groups["fc_weight"]["weight_decay"]) == (5.0, wd)
+    assert (groups["fc_bias"]["lr_mult"], groups["fc_bias"]["weight_decay"]) == (10.0, 0.0)
+    assert (groups["normal_bias"]["lr_mult"], groups["normal_bias"]["weight_decay"]) == (2.0, 0.0)
+    assert (groups["norm"]["lr_mult"], groups["norm"]["weight_decay"]) == (1.0, 0.0)
+    assert (groups["normal_weight"]["lr_mult"], groups["normal_weight"]["weight_decay"]) == (1, wd)
+    # TIN's OffsetNet / WeightNet fall into the normal groups, BN affine into norm
+    assert any(".temporal." in n for n in members["normal_weight"])
+    assert "backbone.layer1.0.conv2.weight" in members["normal_weight"]
+    assert "backbone.bn1.weight" in members["norm"] and "backbone.bn1.bias" in members["norm"]
+    # every parameter exactly once
+    all_members = [n for m in members.values() for n in m]
+    assert sorted(all_members) == sorted(n for n, _ in model.named_parameters())
+    opt = build_optimizer(model, cfg.optim, lr=0.04)
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs["fc_weight"] == pytest.approx(0.2) and lrs["fc_bias"] == pytest.approx(0.4)
+    assert lrs["normal_bias"] == pytest.approx(0.08) and lrs["norm"] == pytest.approx(0.04)
+
+
+def test_groups_without_fc_lr5_and_plain_sgd():
+    cfg = config.load(TIN, ["optim.fc_lr5=false"])
+    _, groups, names = _groups(cfg)
+    assert "fc_weight" not in groups
+    assert "head.fc.weight" in {names[id(p)] for p in groups["normal_weight"]["params"]}
+    tpn = config.load("tpn-tsm_imagenet-pretrained-r50_8xb8-1x1x8-150e_sthv1-rgb")
+    assert tpn.optim.paramwise is False and tpn.optim.nesterov is True
+    model = models.build(tpn)
+    (only,) = param_groups(model, tpn.optim)
+    assert only["weight_decay"] == tpn.optim.weight_decay and only["lr_mult"] == 1.0
+    assert len(only["params"]) == len(list(model.parameters()))
+    opt = build_optimizer(model, tpn.optim, 0.01)
+    assert opt.defaults["nesterov"] is True
+
+
+def test_partial_bn_freezes_all_but_the_first_bn():
+    from vidtempo.train.loop import freeze_partial_bn, set_train_mode
+
+    cfg = config.load(TIN, ["model.partial_bn=true", "model.depth=18", "model.num_classes=8"])
+    model = models.build(cfg)
+    freeze_partial_bn(model, cfg.model)
+    set_train_mode(model, cfg.model)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns[0].training and bns[0].weight.requires_grad
+    assert not any(b.training or b.weight.requires_grad for b in bns[1:])
+    names = {id(p): n for n, p in model.named_parameters()}
+    grouped = {names[id(p)] for g in param_groups(model, cfg.optim) for p in g["params"]}
+    assert "backbone.bn1.weight" in grouped and "backbone.layer1.0.bn1.weight" not in grouped
+
+
+# ---- schedules (models.md §4.1, hand-computed) -----------------------------------------------
+
+
+def test_warmup_then_cosine_by_epoch():
+    s = config.load(TIN).schedule  # 1 warmup epoch from 0.1x, cosine per epoch to 0.5x
+    lr = lambda it: lr_at(s, 0.02, 40, 10, it)  # noqa: E731 - 40 epochs of 10 iterations
+    assert lr(0) == pytest.approx(0.002)  # 0.02 · (1 − 1·0.9)
+    assert lr(5) == pytest.approx(0.011)  # 0.02 · (1 − 0.5·0.9)
+    assert lr(10) == pytest.approx(0.01 + 0.01 * (1 + math.cos(math.pi / 40)) / 2)
+    assert lr(19) == lr(10)  # constant within an epoch
+    assert lr(399) == pytest.approx(0.01 + 0.01 * (1 + math.cos(math.pi * 39 / 40)) / 2)
+
+
+def test_cosine_per_iteration_and_step_schedules():
+    s = config.load("tin_r50_1x1x8_40e_sthv2_rgb").schedule  # per iteration, min_lr 0
+    assert s.by_epoch is False
+    assert lr_at(s, 0.02, 40, 10, 200) == pytest.approx(0.01)  # half-way: cos(π/2) = 0
+    assert lr_at(s, 0.02, 40, 10, 11) == pytest.approx(0.01 * (1 + math.cos(math.pi * 11 / 400)))
+    step = config.load("tanet_r50_1x1x8_50e_sthv1_rgb").schedule  # ×0.1 at 30, 40, 45
+    assert step.steps == (30, 40, 45)
+    at = lambda epoch: lr_at(step, 0.01, 50, 7, epoch * 7)  # noqa: E731
+    assert [at(e) for e in (0, 29, 30, 39, 40, 45, 49)] == pytest.approx(
+        [0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-5, 1e-5]
+    )
+
+
+def test_out_of_range_values_are_named():
+    with pytest.raises(ConfigError, match=r"schedule.warmup_epochs = 50.0 .* in \[0, train.epochs=40\)"):
+        config.load(TIN, ["schedule.warmup_epochs=50"])
+    with pytest.raises(ConfigError, match="run.num_workers = 0"):
+        config.load(TIN, ["run.num_workers=0"])
+    with pytest.raises(ConfigError, match="model.dropout"):
+        config.load(TIN, ["model.dropout=1.5"])
+
+
+# ---- metrics ----------------------------------------------------------------------------------
+
+
+def test_topk_and_mean_class_accuracy():
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.1, 0.5, 0.4], [0.6, 0.3, 0.1]])
+    labels = np.array([0, 1, 2, 2])
+    acc = metrics.topk_accuracy(scores, labels, (1, 2))
+    assert acc == {1: 25.0, 2: 75.0}  # top-1: only row 0; top-2 adds rows 1 and 2, not 3
+    per = metrics.per_class_accuracy(scores, labels, 4)
+    assert per[:3].tolist() == [100.0, 0.0, 0.0] and math.isnan(per[3])
+    assert metrics.mean_class_accuracy(scores, labels, 4) == pytest.approx(100 / 3)
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    """One of two torch.distributed (gloo) processes holding half of the views."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)  # fmt: skip
+    acc = metrics.Accumulator(3, (1,))
+    if rank == 0:  # video a: one view says class 0 strongly; video b: one clean view of 2
+        acc.add(["a", "b"], [1, 2], np.array([[[0.9, 0.1, 0.0]], [[0.0, 0.1, 0.9]]]))
+    else:  # video a: two views that say class 1 weakly — the mean over 3 views says 1
+        acc.add(["a"], [1], np.array([[[0.2, 0.8, 0.0], [0.3, 0.7, 0.0]]]))
+    merged = metrics.merge(metrics.gather(acc.state()))
+    if rank == 0:
+        Path(out).write_text(json.dumps(metrics.compute(merged, "test", "3x1")))
+    dist.destroy_process_group()
+
+
+def test_video_level_aggregation_across_two_workers(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "m.json"
+    torch.multiprocessing.spawn(_worker, args=(port, str(out)), nprocs=2)
+    m = json.loads(out.read_text())
+    # video a: mean of (0.9,0.1,0), (0.2,0.8,0), (0.3,0.7,0) = (0.47, 0.53, 0) → class 1 ✓
+    assert m["test/top1@3x1"] == 100.0 and m["test/videos@3x1"] == 2
+    # clips: a/view0 wrong, a/view1 right, a/view2 right, b right → 3 of 4
+    assert m["test/clip_top1@3x1"] == 75.0
+
+
+# ---- the per-worker batch stream -------------------------------------------------------------
+
+
+class FakeShard:
+    """A DataIterator stand-in streaming rows with an epoch number in blocks."""
+
+    def __init__(self, rows_per_epoch: dict[int, int], block: int = 5):
+        self.rows = [(e, i) for e, n in rows_per_epoch.items() for i in range(n)]
+        self.block = block
+
+    def iter_batches(self, **_):
+        for i in range(0, len(self.rows), self.block):
+            part = self.rows[i : i + self.block]
+            yield {"epoch": np.array([e for e, _ in part]), "label": np.array([r for _, r in part]),
+                   "ok": np.ones(len(part), bool)}  # fmt: skip
+
+
+def test_epoch_batches_take_exactly_steps_per_epoch_and_skip_the_rest():
+    shard = FakeShard({0: 13, 1: 11, 2: 12})
+    batches = list(epoch_batches(shard, batch_size=4, steps=2, start_epoch=0))
+    assert [b["epoch"].tolist() for b in batches] == [[0] * 4] * 2 + [[1] * 4] * 2 + [[2] * 4] * 2
+    rows = [r for b in batches[:2] for r in b["label"]]
+    assert len(set(rows)) == 8  # no row twice within an epoch
+    # resuming at epoch 2 skips the rows of earlier epochs
+    resumed = list(epoch_batches(FakeShard({1: 11, 2: 12}), 4, 2, start_epoch=2))
+    assert [b["epoch"].tolist() for b in resumed] == [[2] * 4] * 2
+
+
+def test_epoch_batches_raise_when_the_stream_runs_short():
+    with pytest.raises(RuntimeError, match="ended inside epoch 1"):
+        list(epoch_batches(FakeShard({0: 8, 1: 3}), 4, 2, 0))
+
+
+def test_masked_cross_entropy_ignores_bad_rows():
+    scores = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])
+    labels = torch.tensor([0, 1, 1])
+    ok = torch.tensor([True, True, False])
+    want = torch.nn.functional.cross_entropy(scores[:2], labels[:2])
+    assert masked_cross_entropy(scores, labels, ok) == pytest.approx(want.item())
+    assert masked_cross_entropy(scores, labels, torch.zeros(3, dtype=torch.bool)) == 0
+
+
+def test_plan_deals_val_once_and_train_per_epoch(synthetic_data):
+    val = pipeline.plan(synthetic_data / "val", "val", range(1), world=2)
+    seen = [(u["path"], u["row_group"]) for rank in val for u in rank]
+    assert len(seen) == len(set(seen)) == len(pipeline.row_groups(
+        [str(p) for p in sorted((synthetic_data / "val").glob("part-*.parquet"))]))  # fmt: skip
+    train = pipeline.plan(synthetic_data / "train", "train", range(3), seed=0, world=2)
+    assert {u["epoch"] for u in train[0]} == {0, 1, 2}
+    assert pipeline.steps_per_epoch(train, 4) >= 1
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def test_best_k_keeps_the_best_and_deletes_the_rest(tmp_path):
+    best = ckpt.BestK(str(tmp_path), k=2, metric="val/top1", mode="max")
+    w = {"x": torch.zeros(1)}
+    assert best.offer(1, 10.0, w, {}) and best.offer(2, 30.0, w, {})
+    assert best.offer(3, 20.0, w, {})  # pushes epoch 1 out
+    assert not best.offer(4, 5.0, w, {})
+    assert sorted(p.name for p in (tmp_path / "best").glob("*.pt")) == [
+        "epoch_0002.pt", "epoch_0003.pt"]  # fmt: skip
+    again = ckpt.BestK(str(tmp_path), k=2, metric="val/top1")  # reloads its index
+    assert [e["epoch"] for e in again.entries] == [2, 3]
+    assert torch.load(tmp_path / "best" / "epoch_0002.pt")["val/top1"] == 30.0
+
+
+def test_load_from_tsm_fills_tin_block_conv1(tmp_path):
+    """models.md §6.5: MMAction2 leaves TIN's block conv1 at ImageNet values when fine-tuning
+    from TSM (`net` vs `net2`); this load fills them and says what kept its init."""
+    small = ["model.depth=18", "model.num_classes=8"]
+    tsm = models.build(config.load(TIN, [*small, "model.arch=tsm_r50"]))
+    mm = {}
+    for k, v in tsm.state_dict().items():  # rename to MMAction2's TSM names
+        k = k.replace("head.fc.", "cls_head.fc_cls.")
+        if ".conv1.weight" in k and ".layer" in k:
+            k = k.replace(".conv1.weight", ".conv1.conv.net.weight")
+        mm[k] = v
+    torch.save({"state_dict": mm}, tmp_path / "tsm.pth")
+    tin = models.build(config.load(TIN, small))
+    report = models.load_pretrained(tin, tmp_path / "tsm.pth")
+    block = "backbone.layer2.1.conv1.weight"
+    assert torch.equal(tin.state_dict()[block], tsm.state_dict()[block])
+    assert "kept their init" in report and ".temporal." in report
+
+
+def test_missing_data_and_wrong_classes_fail_before_training(tmp_path, synthetic_data):
+    from vidtempo.train.run import check_data
+
+    cfg = config.load("tin_r18_synthetic")
+    with pytest.raises(DataError, match="has no 'train' folder"):
+        check_data(cfg, tmp_path)
+    wrong = config.override(cfg, {"model.num_classes": 10})
+    with pytest.raises(DataError, match="8 classes .* model.num_classes=10"):
+        check_data(wrong, synthetic_data)
+
+
+# ---- real runs on Ray Train -------------------------------------------------------------------
+
+
+def tiny(tmp_path, *extra):
+    return config.load("tin_r18_synthetic", [
+        "train.epochs=3", "run.batch_per_worker=4", f"run.storage_path={tmp_path / 'runs'}",
+        f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test", *extra])  # fmt: skip
+
+
+def flaky_loop(job: dict) -> None:
+    """The real loop; on its first attempt, worker 1 raises in the middle of epoch 2."""
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() == 1 and ray.train.get_checkpoint() is None:
+        target = threading.get_ident()
+
+        def strike():
+            while ckpt.read_progress(job["run_dir"])["epochs_done"] < 1:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(target), ctypes.py_object(RuntimeError))  # fmt: skip
+
+        threading.Thread(target=strike, daemon=True).start()
+    train_loop_per_worker(job)
+
+
+def _register_by_value():
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _check_finished(cfg, res, uri):
+    steps = tracking.get_run(uri, res["mlflow_run_id"])["metrics"]["steps_per_epoch"]
+    last = sorted(Path(res["run_dir"]).glob("epoch_*"))[-1]
+    state, _ = ckpt.load_state(last, 0)
+    assert state["epoch"] == cfg.train.epochs - 1
+    assert state["iteration"] == cfg.train.epochs * steps  # no step lost or repeated
+    history = tracking.metric_history(uri, res["mlflow_run_id"], "epoch")
+    assert sorted({s for s, _ in history}) == [1, 2, 3]
+    assert "test/top1:2x1" in res["metrics"]
+    assert len(list(Path(res["run_dir"]).glob("epoch_*"))) == cfg.run.keep_last
+    assert len(list((Path(res["run_dir"]) / "best").glob("*.pt"))) == cfg.run.keep_best
+
+
+def _runs_named(uri, name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("test")
+    return client.search_runs([exp.experiment_id], f"tags.`vidtempo.run_name` = '{name}'")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_worker_failure_resumes_from_the_last_checkpoint(ray_session, synthetic_data, tmp_path):
+    from vidtempo.train.run import fit
+
+    _register_by_value()
+    cfg = tiny(tmp_path)
+    res = fit(cfg, synthetic_data, name="flaky", train_fn=flaky_loop)
+    uri = res["mlflow_uri"]
+    _check_finished(cfg, res, uri)
+    runs = _runs_named(uri, "flaky")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["lr.effective"] == str(cfg.effective_lr)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data, tmp_path):
+    from vidtempo.train.run import fit
+
+    _register_by_value()
+    cfg = tiny(tmp_path, "run.max_failures=0")
+    with pytest.raises(Exception):  # noqa: B017 - Ray wraps the worker's error
+        fit(cfg, synthetic_data, name="again", train_fn=flaky_loop)
+    uri = tracking.resolve_uri(cfg)
+    (first,) = _runs_named(uri, "again")
+    assert first.info.status == "FAILED"
+    assert ckpt.read_progress(str(tmp_path / "runs" / "again"))["epochs_done"] >= 1
+    res = fit(cfg, synthetic_data, name="again")
+    assert res["mlflow_run_id"] == first.info.run_id
+    _check_finished(cfg, res, uri)
+    (run,) = _runs_named(uri, "again")
+    assert run.info.status == "FINISHED"
+    # a changed config is refused instead of silently mixing two recipes in one run
+    with pytest.raises(ConfigError, match="optim.lr"):
+        fit(config.override(cfg, {"optim.lr": 0.5}), synthetic_data, name="again")
+
+
+@pytest.mark.ray
+def test_too_many_workers_fail_fast(ray_session, synthetic_data, tmp_path):
+    from vidtempo.train.run import ResourceError, fit
+
+    cfg = tiny(tmp_path, "run.num_workers=8")
+    t = time.monotonic()
+    with pytest.raises(ResourceError, match=r"8 workers .* the cluster has 1 node\(s\) with 2 CPUs"):
+        fit(cfg, synthetic_data, name="big")
+    assert time.monotonic() - t < 30
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
+    """`ray job submit --working-dir . -- python jobs/tin_sthv1.py` against `ray start --head`."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    dash = _free_port()
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--block"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or head.poll() is not None:
+                    pytest.fail("the Ray head did not come up")
+                time.sleep(1)
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        sets = ["model.num_classes=8", "model.depth=18", "model.pretrained=none",
+                "train.epochs=2", "run.batch_per_worker=4", "run.cpus_per_worker=0.5",
+                "run.data_cpus_per_worker=0.5", "data.start_index=0"]  # fmt: skip
+        for split in ("train", "val", "test"):
+            sets += [f"data.{split}.resize_short=null", f"data.{split}.crop.size=32"]
+        sets.append("data.train.crop.resize_to=32")
+        cmd = [str(bin_dir / "ray"), "job", "submit", f"--address={address}",
+               f"--working-dir={ROOT}", "--", "python", "jobs/tin_sthv1.py",
+               f"--data={synthetic_data}", f"--storage={tmp_path / 'runs'}",
+               f"--mlflow-uri={uri}", "--name=submitted", "--experiment=jobs"]  # fmt: skip
+        for s in sets:
+            cmd += ["--set", s]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "succeeded" in done.stdout + done.stderr
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("jobs").experiment_id])
+    assert run.info.status == "FINISHED"
+    p, t = run.data.params, run.data.tags
+    assert p["model.arch"] == "tin_r50" and p["optim.lr"] == "0.02"
+    assert float(p["lr.effective"]) == pytest.approx(0.02 * 8 / 48)  # 2 workers × 4 vs 8 × 6
+    assert t["zoo.top1"] == "44.25" and t["zoo.top5"] == "73.94" and t["zoo.protocol"] == "1x1"
+    assert [s for s, _ in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2]
+    assert "test/top1:1x1" in run.data.metrics
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)
