@@ -35,7 +35,7 @@ test: install lint
 	$(BIN)/python -m pytest tests
 
 demo: install
-	$(BIN)/vidtempo zoo list
+	$(BIN)/vidtempo demo
 
 bench: install
 	$(BIN)/vidtempo bench op

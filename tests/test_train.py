@@ -363,6 +363,16 @@ def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data
     _check_finished(cfg, res, uri)
     (run,) = _runs_named(uri, "again")
     assert run.info.status == "FINISHED"
+    # `vidtempo evaluate` on the last checkpoint reproduces the run's own test numbers
+    from vidtempo.cli import main as cli
+
+    last = sorted(Path(res["run_dir"]).glob("epoch_*"))[-1]
+    out = tmp_path / "eval.json"
+    assert cli(["evaluate", "tin_r18_synthetic", str(last), "--data", str(synthetic_data),
+                "--json", str(out), "--set", f"run.storage_path={tmp_path / 'runs'}"]) == 0  # fmt: skip
+    again = json.loads(out.read_text())
+    assert again["test/top1@2x1"] == pytest.approx(res["metrics"]["test/top1:2x1"])
+    assert again["test/videos@2x1"] == 16
     # a changed config is refused instead of silently mixing two recipes in one run
     with pytest.raises(ConfigError, match="optim.lr"):
         fit(config.override(cfg, {"optim.lr": 0.5}), synthetic_data, name="again")
