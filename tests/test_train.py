@@ -405,6 +405,10 @@ def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         # every port of its own: the test session's Ray may hold the defaults
+         *(f"--{name}-port={_free_port()}" for name in (
+             "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
+             "runtime-env-agent", "ray-client-server", "node-manager", "object-manager")),
          "--block"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -450,6 +454,6 @@ def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
     assert p["model.arch"] == "tin_r50" and p["optim.lr"] == "0.02"
     assert float(p["lr.effective"]) == pytest.approx(0.02 * 8 / 48)  # 2 workers × 4 vs 8 × 6
     assert t["zoo.top1"] == "44.25" and t["zoo.top5"] == "73.94" and t["zoo.protocol"] == "1x1"
-    assert [s for s, _ in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2]
     assert "test/top1:1x1" in run.data.metrics
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
