@@ -14,7 +14,8 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # address="local": a new instance even when /tmp/ray/ray_current_cluster names another
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)  # fmt: skip
     yield ray
     ray.shutdown()

@@ -401,9 +401,9 @@ def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
     """`ray job submit --working-dir . -- python jobs/tin_sthv1.py` against `ray start --head`."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    dash = _free_port()
+    dash, gcs = _free_port(), _free_port()
     head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
+        [str(bin_dir / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          # every port of its own: the test session's Ray may hold the defaults
          *(f"--{name}-port={_free_port()}" for name in (
@@ -445,6 +445,10 @@ def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        # `ray start` leaves its address for later `ray.init()` calls to join: not a dead head's
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
+            current.unlink()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
