@@ -184,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     ev.set_defaults(func=cmd_evaluate)
 
+    tn = sub.add_parser("tune", help="a Ray Tune sweep (ASHA or grid) with nested MLflow runs")
+    add_tune_arguments(tn)
+    tn.set_defaults(func=tune_main)
+
     demo = sub.add_parser("demo", help="the main job on the synthetic dataset: TIN vs TSN")
     demo.add_argument("--workdir", default=None, help="default: <home>/demo")
     demo.add_argument("--epochs", type=int, default=None, help="override train.epochs")
@@ -254,6 +258,44 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> 
     p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: SQLite under "
                    "the project, or VIDTEMPO_MLFLOW_URI)")  # fmt: skip
     p.add_argument("--experiment", default=None, help="MLflow experiment (run.experiment)")
+
+
+def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
+    """The options of `vidtempo tune` and jobs/tune_*.py."""
+    add_run_arguments(p, config)
+    p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                   help="e.g. optim.lr=loguniform:1e-3:1e-1, model.shift_div=choice:4,8,16 "
+                   "(the lr is the base lr at the zoo's batch)")  # fmt: skip
+    p.add_argument("--space-file", default=None, help="YAML mapping dotted keys to SPECs")
+    p.add_argument("--samples", type=int, default=1, help="samples (a grid: repeats of it)")
+    p.add_argument("--scheduler", choices=["asha", "grid"], default="asha",
+                   help="asha stops weak trials early; grid runs every trial to the end")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a stop")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/rf per rung")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+
+
+def tune_main(args: argparse.Namespace) -> int:
+    from vidtempo.data.schema import DataError
+    from vidtempo.train.run import ResourceError
+    from vidtempo.tune import space as S
+    from vidtempo.tune.sweep import sweep, table
+
+    try:
+        cfg = run_config(args)
+        space = S.parse(args.space, args.space_file)
+        out = sweep(cfg, args.data, space, args.samples, args.scheduler, args.grace_period,
+                    args.reduction_factor, args.name, args.resume, args.imagenet)  # fmt: skip
+    except (C.ConfigError, DataError, ResourceError, FileNotFoundError, FileExistsError) as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n" + table(out["rows"], cfg.eval.metric))
+    if out.get("best"):
+        print(f"\nbest: trial {out['best']['trial']} {out['best']['params']} "
+              f"{cfg.eval.metric} {out['best']['best']:.2f}")  # fmt: skip
+        print(f"best config: {out['best_config_path']}  (python jobs/train.py --config PATH ...)")
+    print(f"MLflow parent run {out['parent_run_id']}")
+    return 0
 
 
 def run_config(args: argparse.Namespace) -> C.Config:

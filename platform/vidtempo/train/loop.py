@@ -61,13 +61,13 @@ def train_loop_per_worker(job: dict) -> None:
     if cuda:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim, lr0)
-    start_epoch, it = 0, 0
+    start_epoch, it, last = 0, 0, {}
     if restored is not None:
         with restored.as_directory() as d:
             state, rng = ckpt.load_state(d, rank)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, it = state["epoch"] + 1, state["iteration"]
+        start_epoch, it, last = state["epoch"] + 1, state["iteration"], state.get("metrics", {})
         if rng is not None:
             ckpt.set_rng_state(rng)
         if rank == 0:
@@ -146,6 +146,7 @@ def train_loop_per_worker(job: dict) -> None:
                 say(f"[{job['name']}] WARNING: training is data-bound: "
                     f"{m['data_wait_frac']:.0%} of step time waiting for data; give Ray Data "
                     "more CPUs (run.data_cpus_per_worker) or store smaller frames")
+        last = m
         with tempfile.TemporaryDirectory() as tmp:
             ckpt.save_state(tmp, rank, state)
             ray.train.report(m, checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -164,7 +165,8 @@ def train_loop_per_worker(job: dict) -> None:
                           "test_per_class_top1.json")  # fmt: skip
         say(f"[{job['name']}] test: "
             + "  ".join(f"{k} {v:.2f}" for k, v in test.items() if "/top" in k))
-    ray.train.report(test)
+    # the last epoch's metrics ride along: a Tune scheduler expects its metric in every report
+    ray.train.report({**last, **test})
 
 
 def eval_loop_per_worker(job: dict) -> None:

@@ -131,10 +131,11 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
 def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
         imagenet: str | Path | None = None, tags: dict[str, str] | None = None,
         parent_run_id: str | None = None, quiet: bool = False,
-        train_fn=train_loop_per_worker) -> dict:  # fmt: skip
+        train_fn=train_loop_per_worker, callbacks: list | None = None) -> dict:  # fmt: skip
     """Train `cfg` on the shards under `data_dir` (train/ and val/), then evaluate its test
     protocol. Returns {"name", "run_dir", "mlflow_uri", "mlflow_run_id", "metrics"}.
-    `train_fn` is the per-worker loop (tests wrap it to inject failures)."""
+    `train_fn` is the per-worker loop (tests wrap it to inject failures); `callbacks` are Ray
+    Train callbacks (a Tune sweep passes TuneReportCallback)."""
     data_dir = Path(data_dir).expanduser().resolve()
     check_data(cfg, data_dir)
     if cfg.model.pretrained == "imagenet" and imagenet is None:
@@ -215,6 +216,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_last),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             worker_runtime_env={} if cfg.run.use_gpu else {"env_vars": CPU_WORKER_ENV},
+            callbacks=callbacks or [],
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=[]),

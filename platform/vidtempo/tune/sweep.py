@@ -1,0 +1,183 @@
+"""A Ray Tune sweep: one Train V2 run per trial, ASHA or a plain grid, nested MLflow runs.
+
+    sweep(base_cfg, data_dir, space, samples=16)
+
+Each trial is a Tune *function* trainable that fits a TorchTrainer (vidtempo.train.run.fit) with
+TuneReportCallback, so Tune sees every epoch's `val/top1` and ASHA can stop it; its Train run is
+named `<sweep>-<trial id>` (unique, and stable when a sweep resumes) and its checkpoints live in
+the sweep's storage. The trial functions reserve no CPU themselves; the Train workers do, and
+`max_concurrent_trials` is what the cluster can hold at once, so no trial waits forever.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from vidtempo import config, tracking
+from vidtempo.config import Config
+from vidtempo.train import checkpoint as ckpt
+from vidtempo.train.run import (
+    ResourceError,
+    check_data,
+    check_resources,
+    ensure_ray,
+    fit,
+    storage_root,
+)
+from vidtempo.tune import space as S
+
+
+def concurrent_trials(cfg: Config) -> int:
+    """How many trials of `cfg` the cluster holds at once (CPUs, and GPUs when used)."""
+    r = cfg.run
+    total = ray.cluster_resources()
+    n = math.floor(total.get("CPU", 0) / (r.num_workers * (r.cpus_per_worker +
+                                                          r.data_cpus_per_worker)) + 1e-9)  # fmt: skip
+    if r.use_gpu:
+        n = min(n, math.floor(total.get("GPU", 0) / r.num_workers + 1e-9))
+    if n < 1:
+        raise ResourceError(f"one trial needs more than the cluster has ({total})")
+    return n
+
+
+def trial(params: dict, *, base: dict, data_dir: str, sweep_name: str, parent_run_id: str,
+          imagenet: str | None) -> None:  # fmt: skip
+    """One trial: the base config with this trial's values, trained by a TorchTrainer."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    base_cfg = config.from_dict(base)
+    cfg = config.override(base_cfg, params, "trial params")
+    name = f"{sweep_name}-{tune.get_context().get_trial_id()}"
+    changed = {k: b for k, (_, b) in config.diff(base_cfg, cfg).items()}
+    tags = {"vidtempo.sweep": sweep_name, "vidtempo.config_diff": json.dumps(changed)}
+    fit(cfg, data_dir, name=name, imagenet=imagenet, tags=tags, parent_run_id=parent_run_id,
+        quiet=True, callbacks=[TuneReportCallback()])  # fmt: skip
+
+
+def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: int = 1,
+          scheduler: str = "asha", grace_period: int = 1, reduction_factor: int = 2,
+          name: str | None = None, resume: bool = False, imagenet: str | None = None) -> dict:  # fmt: skip
+    """Run (or resume) a sweep; returns {"rows", "best", "best_config_path", "parent_run_id"}."""
+    S.check(base, space)  # bad keys and values fail here, before any trial starts
+    data_dir = Path(data_dir).expanduser().resolve()
+    check_data(base, data_dir)
+    ensure_ray()
+    check_resources(base)
+    name = name or f"tune-{base.name}"
+    root = ckpt.join(storage_root(base), "sweeps")
+    sweep_dir = ckpt.join(root, name)
+    uri = tracking.resolve_uri(base)
+
+    # ---- the parent MLflow run: new, or the interrupted sweep's -------------------------------
+    state = json.loads(ckpt.read_bytes(ckpt.join(sweep_dir, "vidtempo_sweep.json")) or b"{}")
+    can_restore = tune.Tuner.can_restore(sweep_dir)
+    if resume and not can_restore:
+        raise FileNotFoundError(f"no sweep named '{name}' to resume in {root}")
+    if can_restore and not resume:
+        raise FileExistsError(
+            f"sweep '{name}' already exists in {root}: pass --resume to continue it, or --name"
+        )
+    if resume and state.get("parent_run_id"):
+        parent = state["parent_run_id"]
+        tracking.set_running(uri, parent)
+    else:
+        described = S.describe(space)
+        parent = tracking.start_run(base, name, uri, {
+            "vidtempo.kind": "sweep", "vidtempo.sweep": name, "vidtempo.scheduler": scheduler,
+            **{f"space.{k}": v for k, v in described.items()}})  # fmt: skip
+        tracking.log_dict(uri, parent, described, "space.json")
+        ckpt.write_bytes(ckpt.join(sweep_dir, "vidtempo_sweep.json"),
+                         json.dumps({"parent_run_id": parent}).encode())  # fmt: skip
+
+    fn = tune.with_resources(
+        functools.partial(trial, base=config.to_dict(base), data_dir=str(data_dir),
+                          sweep_name=name, parent_run_id=parent, imagenet=imagenet),
+        # no CPU (its Train workers hold those); Tune refuses an empty request, so 1 MiB of memory
+        {"CPU": 0, "memory": 1 << 20},
+    )  # fmt: skip
+    metric, mode = base.eval.metric, base.eval.mode
+    if scheduler == "asha":
+        sched = tune.schedulers.ASHAScheduler(
+            time_attr="epoch", max_t=base.train.epochs, grace_period=grace_period,
+            reduction_factor=reduction_factor, stop_last_trials=False)  # fmt: skip
+    else:
+        sched = tune.schedulers.FIFOScheduler()
+    if resume:
+        tuner = tune.Tuner.restore(sweep_dir, fn, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            fn,
+            param_space={k: S.tune_domain(kind, args) for k, (kind, args) in space.items()},
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched,
+                                        num_samples=samples, search_alg=BasicVariantGenerator(
+                                            random_state=base.run.seed),  # a seeded sweep
+                                        max_concurrent_trials=concurrent_trials(base)),  # fmt: skip
+            run_config=tune.RunConfig(name=name, storage_path=root),
+        )
+    try:
+        results = tuner.fit()
+    except BaseException:
+        tracking.end_run(uri, parent, "KILLED")
+        raise
+    rows = summarize(results, base, metric, mode, name, uri)
+    best_row = max((r for r in rows if r["best"] == r["best"]),
+                   key=lambda r: r["best"] if mode == "max" else -r["best"], default=None)  # fmt: skip
+    out = {"rows": rows, "best": best_row, "parent_run_id": parent, "sweep_dir": sweep_dir}
+    if best_row:
+        best_cfg = config.override(base, best_row["params"], "the best trial")
+        path = ckpt.join(sweep_dir, "best_config.yaml")
+        ckpt.write_bytes(path, config.dump_yaml(best_cfg).encode())
+        tracking.log_text(uri, parent, config.dump_yaml(best_cfg), "best_config.yaml")
+        tracking.log_metrics(uri, parent, {f"best/{metric}": best_row["best"]}, step=0)
+        out["best_config_path"] = path
+    tracking.log_text(uri, parent, table(rows, metric), "trials.md")
+    tracking.log_dict(uri, parent, rows, "trials.json")
+    tracking.end_run(uri, parent, "FINISHED")
+    return out
+
+
+def summarize(results, base: Config, metric: str, mode: str, name: str, uri: str) -> list[dict]:
+    rows = []
+    for r in results:
+        params = dict(r.config)
+        cfg = config.override(base, params, "trial params")
+        df = r.metrics_dataframe
+        values = df[metric].dropna() if df is not None and metric in df else []
+        best = (values.max() if mode == "max" else values.min()) if len(values) else float("nan")
+        epochs = int(df["epoch"].max()) if df is not None and "epoch" in df else 0
+        status = "error" if r.error else ("done" if epochs >= base.train.epochs else "stopped")
+        run_id = tracking.find_run(uri, base.run.experiment, f"{name}-{_trial_id(r)}")
+        if run_id and status == "stopped":  # ASHA ended it: its MLflow run says so
+            tracking.set_tags(uri, run_id, {"vidtempo.stopped_by": "ASHA"})
+            if tracking.get_run(uri, run_id)["status"] == "RUNNING":
+                tracking.end_run(uri, run_id, "KILLED")
+        rows.append({"trial": _trial_id(r), "params": params, "lr.effective": cfg.effective_lr,
+                     "best": float(best), "epochs": epochs, "status": status,
+                     "mlflow_run_id": run_id})  # fmt: skip
+    return rows
+
+
+def _trial_id(result) -> str:
+    return str((result.metrics or {}).get("trial_id", ""))
+
+
+def table(rows: list[dict], metric: str) -> str:
+    keys = sorted({k for r in rows for k in r["params"]})
+    head = ["trial", *keys, "lr.effective", f"best {metric}", "epochs", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["trial"], *(_fmt(r["params"].get(k)) for k in keys), f"{r['lr.effective']:.4g}",
+                 f"{r['best']:.2f}", str(r["epochs"]), r["status"]]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
