@@ -233,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 on the GPU")
     bt.add_argument("--json", default=None)
     bt.set_defaults(func=_bench_train)
+    bu = bsub.add_parser("tune", help="ASHA vs the full grid on the synthetic dataset")
+    bu.add_argument("--workdir", default="bench/tune", help="where the synthetic data is made")
+    bu.add_argument("--epochs", type=int, default=6)
+    bu.add_argument("--grace-period", type=int, default=1)
+    bu.add_argument("--reduction-factor", type=int, default=3)
+    bu.add_argument("--json", default=None)
+    bu.set_defaults(func=_bench_tune)
     return p
 
 
@@ -434,6 +441,12 @@ def _bench_train(args: argparse.Namespace) -> int:
     from vidtempo.bench import train
 
     return train.main(args)
+
+
+def _bench_tune(args: argparse.Namespace) -> int:
+    from vidtempo.bench import tune
+
+    return tune.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

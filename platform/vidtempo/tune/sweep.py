@@ -115,10 +115,12 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
         tuner = tune.Tuner(
             fn,
             param_space={k: S.tune_domain(kind, args) for k, (kind, args) in space.items()},
+            # a seeded search; the limit goes to the generator itself, since Tune ignores
+            # max_concurrent_trials next to an explicit BasicVariantGenerator
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched,
                                         num_samples=samples, search_alg=BasicVariantGenerator(
-                                            random_state=base.run.seed),  # a seeded sweep
-                                        max_concurrent_trials=concurrent_trials(base)),  # fmt: skip
+                                            random_state=base.run.seed,
+                                            max_concurrent=concurrent_trials(base))),  # fmt: skip
             run_config=tune.RunConfig(name=name, storage_path=root),
         )
     try:

@@ -1,0 +1,56 @@
+"""`vidtempo bench tune`: ASHA vs the full grid over the same space on the synthetic dataset —
+trial-epochs spent (the compute) and the best `val/top1` each finds, in one run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from vidtempo import config as C
+from vidtempo.bench import cpu_name, emit
+from vidtempo.demo import prepare
+from vidtempo.tune import space as S
+from vidtempo.tune.sweep import sweep
+
+SPACE = ["optim.lr=grid:0.005,0.01,0.02", "model.shift_div=grid:4,8"]
+
+
+def run(workdir: str, epochs: int = 6, grace: int = 1, reduction: int = 3) -> dict:
+    data = prepare(Path(workdir).resolve())
+    stamp = time.strftime("%H%M%S")
+    base = C.load("tin_r18_synthetic", [f"train.epochs={epochs}", "run.experiment=bench-tune"])
+    out = {"benchmark": "ASHA vs grid", "device": cpu_name(), "space": SPACE, "epochs": epochs,
+           "grace_period": grace, "reduction_factor": reduction, "rows": []}  # fmt: skip
+    for scheduler in ("grid", "asha"):
+        t = time.perf_counter()
+        res = sweep(base, data, S.parse(SPACE), 1, scheduler, grace, reduction,
+                    name=f"bench-{scheduler}-{stamp}")  # fmt: skip
+        out["rows"].append({
+            "scheduler": scheduler, "trials": len(res["rows"]),
+            "trial_epochs": sum(r["epochs"] for r in res["rows"]),
+            "best_val_top1": res["best"]["best"] if res["best"] else float("nan"),
+            "best_params": res["best"]["params"] if res["best"] else {},
+            "minutes": (time.perf_counter() - t) / 60,
+        })  # fmt: skip
+    grid, asha = out["rows"]
+    out["compute_ratio"] = asha["trial_epochs"] / grid["trial_epochs"]
+    out["accuracy_ratio"] = asha["best_val_top1"] / grid["best_val_top1"]
+    return out
+
+
+def table(r: dict) -> str:
+    lines = [f"space {' '.join(r['space'])}, {r['epochs']} epochs per trial, ASHA grace "
+             f"{r['grace_period']} reduction {r['reduction_factor']}, {r['device']}", "",
+             "| scheduler | trials | trial-epochs | best val/top1 | best trial | minutes |",
+             "|---|---:|---:|---:|---|---:|"]  # fmt: skip
+    for row in r["rows"]:
+        lines.append(f"| {row['scheduler']} | {row['trials']} | {row['trial_epochs']} | "
+                     f"{row['best_val_top1']:.2f} | {row['best_params']} | {row['minutes']:.1f} |")  # fmt: skip
+    lines.append(f"\nASHA / grid: {100 * r['compute_ratio']:.0f}% of the trial-epochs for "
+                 f"{100 * r['accuracy_ratio']:.1f}% of the best val/top1")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    result = run(args.workdir, args.epochs, args.grace_period, args.reduction_factor)
+    return emit(result, table(result), args.json)
