@@ -93,7 +93,8 @@ def train_loop_per_worker(job: dict) -> None:
             x = normalise(b["inputs"], mean, std, device, channels_last=cuda)
             y = torch.as_tensor(b["label"], device=device)
             ok = torch.as_tensor(b["ok"], device=device)
-            set_lr(optimizer, lr_at(cfg.schedule, lr0, epochs, steps, it))
+            lr = lr_at(cfg.schedule, lr0, epochs, steps, it)
+            set_lr(optimizer, lr)
             with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
                 scores, aux = ddp(x, y)
             loss = masked_cross_entropy(scores.float(), y, ok) + aux.float() * ok.any()
@@ -116,8 +117,7 @@ def train_loop_per_worker(job: dict) -> None:
                     f"epoch ETA {fmt_time(left)}")
         train_s = time.perf_counter() - t_epoch
         loss_sum, seen, bad, waited = all_reduce_sum([loss_sum.item(), seen, bad, waited])
-        m = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]
-             / optimizer.param_groups[0].get("lr_mult", 1.0), "clips_per_s": seen / train_s,
+        m = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr, "clips_per_s": seen / train_s,
              "data_wait_frac": waited / world / train_s, "bad_clips": bad}  # fmt: skip
         if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
             t = time.perf_counter()
@@ -275,27 +275,28 @@ def epoch_batches(shard, batch_size: int, steps: int, start_epoch: int) -> Itera
         picked = [rows.pop(i) for i in idx]
         return {k: np.stack([r[k] for r in picked]) for k in picked[0]}
 
-    for b in shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-        for i in range(len(b["label"])):
-            e = int(b["epoch"][i])
-            if e >= epoch:
-                pending.setdefault(e, []).append({k: b[k][i] for k in b})
-        while len(pending.get(epoch, [])) >= buffer_rows or (
-            len(pending.get(epoch, [])) >= batch_size and any(e > epoch for e in pending)
-        ):
-            yield take(pending[epoch])
+    def drain(stream_ended: bool) -> Iterator[dict]:
+        # a batch is drawn once the buffer is full, or when no more rows of this epoch can come
+        nonlocal epoch, done, rng
+        while True:
+            rows = pending.get(epoch, [])
+            finished = stream_ended or any(e > epoch for e in pending)
+            if not (len(rows) >= buffer_rows or (len(rows) >= batch_size and finished)):
+                return
+            yield take(rows)
             done += 1
             if done == steps:
                 pending.pop(epoch, None)
                 epoch, done = epoch + 1, 0
                 rng = np.random.default_rng(epoch)
-    while epoch in pending and len(pending[epoch]) >= batch_size and done < steps:
-        yield take(pending[epoch])
-        done += 1
-        if done == steps:
-            pending.pop(epoch)
-            epoch, done = epoch + 1, 0
-            rng = np.random.default_rng(epoch)
+
+    for b in shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+        for i in range(len(b["label"])):
+            e = int(b["epoch"][i])
+            if e >= epoch:
+                pending.setdefault(e, []).append({k: b[k][i] for k in b})
+        yield from drain(stream_ended=False)
+    yield from drain(stream_ended=True)
     if done or epoch in pending:
         raise RuntimeError(f"the data stream ended inside epoch {epoch} after {done} steps")
 

@@ -94,6 +94,15 @@ def check_resources(cfg: Config) -> None:
         )
 
 
+def scaling(cfg: Config) -> ray.train.ScalingConfig:
+    """One worker per GPU (or `run.cpus_per_worker` CPUs), `run.num_workers` of them."""
+    r = cfg.run
+    return ray.train.ScalingConfig(
+        num_workers=r.num_workers, use_gpu=r.use_gpu,
+        resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})},
+    )
+
+
 def check_data(cfg: Config, data_dir: Path) -> None:
     for split in ("train", "val"):
         d = data_dir / split
@@ -124,8 +133,7 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
         return pipeline.build(Path(data_dir) / "train", cfg, "train",
                               epochs=range(start, cfg.train.epochs), seed=cfg.run.seed,
                               backend=backend, data_cpus=data_cpus, rank=rank, world=world)  # fmt: skip
-    return pipeline.build(Path(data_dir) / "val", cfg, split, seed=cfg.run.seed, backend=backend,
-                          data_cpus=data_cpus, rank=rank, world=world)  # fmt: skip
+    return make_split_dataset(str(Path(data_dir) / "val"), cfg_dict, split, rank, world, backend)
 
 
 def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
@@ -205,11 +213,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     trainer = TorchTrainer(
         train_fn,
         train_loop_config=job,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=world, use_gpu=cfg.run.use_gpu,
-            resources_per_worker={"CPU": cfg.run.cpus_per_worker,
-                                  **({"GPU": 1} if cfg.run.use_gpu else {})},
-        ),  # fmt: skip
+        scaling_config=scaling(cfg),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=root,
@@ -259,11 +263,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
         eval_loop_per_worker,
         train_loop_config={"config": cfg_dict, "checkpoint": str(checkpoint), "split": split,
                            "batch": cfg.run.batch_per_worker or cfg.train.videos_per_gpu},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=world, use_gpu=cfg.run.use_gpu,
-            resources_per_worker={"CPU": cfg.run.cpus_per_worker,
-                                  **({"GPU": 1} if cfg.run.use_gpu else {})},
-        ),  # fmt: skip
+        scaling_config=scaling(cfg),
         run_config=ray.train.RunConfig(name=name, storage_path=root),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=[]),
@@ -275,7 +275,9 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     return metrics
 
 
-def make_split_dataset(split_dir: str, cfg_dict: dict, split: str, rank: int, world: int):
+def make_split_dataset(split_dir: str, cfg_dict: dict, split: str, rank: int, world: int,
+                       backend: str = "decord"):  # fmt: skip
+    """Dataset factory for one evaluation split (val or test protocol) of one rank."""
     cfg = config.from_dict(cfg_dict)
-    return pipeline.build(split_dir, cfg, split, seed=cfg.run.seed,
+    return pipeline.build(split_dir, cfg, split, seed=cfg.run.seed, backend=backend,
                           data_cpus=cfg.run.data_cpus_per_worker, rank=rank, world=world)  # fmt: skip
