@@ -191,6 +191,8 @@ class RunConfig:
     keep_last: int = 2
     keep_best: int = 1
     max_failures: int = 3
+    # how Ray places the workers: PACK (fill a node first), SPREAD, STRICT_SPREAD (one per node)
+    placement_strategy: str = "PACK"
 
 
 @dataclass(frozen=True)
@@ -392,6 +394,9 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
         ("run.keep_last", r.keep_last, r.keep_last >= 1, ">= 1 (resume needs the last one)"),
         ("run.keep_best", r.keep_best, r.keep_best >= 0, ">= 0"),
         ("run.max_failures", r.max_failures, r.max_failures >= 0, ">= 0"),
+        ("run.placement_strategy", r.placement_strategy,
+         r.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+         "one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"),
     ]
     for split in ("train", "val", "test"):
         p = getattr(cfg.data, split)

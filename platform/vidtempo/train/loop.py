@@ -73,6 +73,10 @@ def train_loop_per_worker(job: dict) -> None:
         if rank == 0:
             say(f"[{job['name']}] resumed after epoch {start_epoch} (step {it})")
     ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
+    nodes = metrics.gather(ray.get_runtime_context().get_node_id())  # where each rank runs
+    if rank == 0:
+        tracking.set_tags(job["mlflow_uri"], job["mlflow_run_id"],
+                          {"vidtempo.worker_nodes": json.dumps(nodes)})  # fmt: skip
     trainable = [p for p in model.parameters() if p.requires_grad]
     best = ckpt.BestK(job["run_dir"], cfg.run.keep_best, cfg.eval.metric, cfg.eval.mode)
     mean, std = norm_tensors(cfg, device)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import math
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -53,16 +54,68 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # the dashboard stays on: Ray Train's placement-group cleaner asks its state API
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
-             runtime_env={"env_vars": CPU_WORKER_ENV}, _system_config=LOCAL_SYSTEM_CONFIG)  # fmt: skip
+    # The dashboard stays on: when Tune stops a trial, its Train controller dies with it, and
+    # Ray Train's placement-group cleaner asks the dashboard's state API whether the controller
+    # is gone before it frees the trial's CPUs. The cleaner finds that API by looking for Ray
+    # processes on the machine and gives up when there are two instances ("Found multiple
+    # active Ray instances") — the placement group then leaks and the next trial never starts.
+    # So this instance's workers are told where its dashboard is.
+    port = free_port()
+    env = {**CPU_WORKER_ENV, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_port=port,
+             runtime_env={"env_vars": env}, _system_config=LOCAL_SYSTEM_CONFIG)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def storage_root(cfg: Config) -> str:
-    if cfg.run.storage_path:
-        root = cfg.run.storage_path
+    """run.storage_path, else VIDTEMPO_STORAGE (set on a cluster's head), else <home>/runs.
+    A URI (s3://, gs://, file:// for a shared mount) is kept as it is."""
+    root = cfg.run.storage_path or os.environ.get("VIDTEMPO_STORAGE")
+    if root:
         return root if "://" in root else str(Path(root).expanduser().resolve())
     return str(tracking.home() / "runs")
+
+
+def spans_nodes(cfg: Config) -> int:
+    """How many nodes the run's workers may land on: every alive node when there are several,
+    and 2 when this single node cannot hold them (an autoscaler will add nodes)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        return len(nodes)
+    res, r = (nodes or [{}])[0], cfg.run
+    fits = math.floor(res.get("CPU", 0) / r.cpus_per_worker + 1e-9)
+    if r.use_gpu:
+        fits = min(fits, math.floor(res.get("GPU", 0) + 1e-9))
+    return 1 if fits >= r.num_workers else 2
+
+
+def check_cluster(cfg: Config, root: str, uri: str | None) -> None:
+    """On several nodes, checkpoints and MLflow must live where every node reaches them: fail at
+    once (nothing written yet) instead of on a worker of another node later."""
+    n = spans_nodes(cfg)
+    if n < 2:
+        return
+    problems = []
+    if "://" not in root:
+        problems.append(
+            f"checkpoints would go to {root}, a folder on this node only: set run.storage_path "
+            "(--storage, or VIDTEMPO_STORAGE) to s3://BUCKET/PREFIX or gs://BUCKET/PREFIX, or to "
+            "file:///PATH on a shared mount (NFS) that every node sees"
+        )
+    if uri is not None and tracking.is_local_uri(uri):
+        problems.append(
+            f"MLflow would write to {uri}, a file on this node only: start `mlflow server "
+            "--host 0.0.0.0 --port 5000 --backend-store-uri sqlite:////PATH/mlflow.db` on the "
+            "head and set run.mlflow_uri (--mlflow-uri, or VIDTEMPO_MLFLOW_URI) to "
+            "http://HEAD_IP:5000"
+        )
+    if problems:
+        raise ConfigError(f"this run spans {n} nodes, but " + "; and ".join(problems) + ".")
 
 
 def check_resources(cfg: Config) -> None:
@@ -100,6 +153,7 @@ def scaling(cfg: Config) -> ray.train.ScalingConfig:
     return ray.train.ScalingConfig(
         num_workers=r.num_workers, use_gpu=r.use_gpu,
         resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})},
+        placement_strategy=r.placement_strategy,
     )
 
 
@@ -164,6 +218,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     uri = tracking.resolve_uri(cfg)
     ensure_ray()
     check_resources(cfg)
+    check_cluster(cfg, root, uri)
 
     batch = cfg.run.batch_per_worker or cfg.train.videos_per_gpu
     world = cfg.run.num_workers
@@ -249,6 +304,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     ensure_ray()
     check_resources(cfg)
+    check_cluster(cfg, storage_root(cfg), None)
     world = cfg.run.num_workers
     split = "test" if protocol == "test" else "val"
     root = ckpt.join(storage_root(cfg), "_evaluate")

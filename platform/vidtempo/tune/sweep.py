@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import pickle
 from pathlib import Path
 
 import ray
@@ -25,6 +26,7 @@ from vidtempo.config import Config
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.run import (
     ResourceError,
+    check_cluster,
     check_data,
     check_resources,
     ensure_ray,
@@ -45,6 +47,46 @@ def concurrent_trials(cfg: Config) -> int:
     if n < 1:
         raise ResourceError(f"one trial needs more than the cluster has ({total})")
     return n
+
+
+class ResumableASHA(tune.schedulers.ASHAScheduler):
+    """ASHA whose rungs survive `--resume`.
+
+    `Tuner.restore` brings back the trials and the searcher but builds the scheduler afresh
+    from the pickled TuneConfig, so the rungs — the results every earlier trial reached at each
+    milestone — would be empty and nothing resumed would be stopped. This scheduler writes its
+    state (the same pickle of its attributes as Ray's own `save`) next to the sweep after every
+    result and reads it back before the first trial is added on resume."""
+
+    def __init__(self, state_path: str, **kwargs):
+        super().__init__(**kwargs)
+        self.state_path = state_path
+        self._state_read = False
+
+    def _read_state(self) -> None:
+        if self._state_read:
+            return
+        saved = ckpt.read_bytes(self.state_path)
+        if saved:
+            self.__dict__.update(pickle.loads(saved))
+        self._state_read = True
+
+    def _write_state(self) -> None:
+        ckpt.write_bytes(self.state_path, pickle.dumps(self.__dict__))
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._read_state()
+        if trial.trial_id not in self._trial_info:  # a resumed trial keeps its bracket
+            super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        self._write_state()
+        return action
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, result)
+        self._write_state()
 
 
 def trial(params: dict, *, base: dict, data_dir: str, sweep_name: str, parent_run_id: str,
@@ -71,9 +113,10 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
     ensure_ray()
     check_resources(base)
     name = name or f"tune-{base.name}"
+    uri = tracking.resolve_uri(base)
+    check_cluster(base, storage_root(base), uri)
     root = ckpt.join(storage_root(base), "sweeps")
     sweep_dir = ckpt.join(root, name)
-    uri = tracking.resolve_uri(base)
 
     # ---- the parent MLflow run: new, or the interrupted sweep's -------------------------------
     state = json.loads(ckpt.read_bytes(ckpt.join(sweep_dir, "vidtempo_sweep.json")) or b"{}")
@@ -104,8 +147,8 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
     )  # fmt: skip
     metric, mode = base.eval.metric, base.eval.mode
     if scheduler == "asha":
-        sched = tune.schedulers.ASHAScheduler(
-            time_attr="epoch", max_t=base.train.epochs, grace_period=grace_period,
+        sched = ResumableASHA(
+            ckpt.join(sweep_dir, "asha_state.pkl"), time_attr="epoch", max_t=base.train.epochs, grace_period=grace_period,
             reduction_factor=reduction_factor, stop_last_trials=False)  # fmt: skip
     else:
         sched = tune.schedulers.FIFOScheduler()
