@@ -98,6 +98,33 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo_compare(args: argparse.Namespace) -> int:
+    from vidtempo import tracking
+    from vidtempo.report.zoo_compare import compare
+
+    uri = args.mlflow_uri or tracking.resolve_uri()
+    reports = compare(uri, args.experiment, log=args.log, out_dir=args.out)
+    if not reports:
+        print(f"no run in {uri} names a zoo config and has test results yet")
+        return 1
+    for exp, rep in reports.items():
+        print(rep["markdown"])
+        if rep["report_run_id"]:
+            print(f"logged: run {rep['report_run_id']} of experiment '{exp}' "
+                  "(zoo_compare.md, zoo_compare.png, zoo_compare.json)\n")  # fmt: skip
+    print(f"see it in the MLflow UI: {tracking.ui_command(uri)}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vidtempo import doctor
+
+    cfg = run_config(args)
+    report = doctor.check(cfg, args.working_dir, args.address)
+    print(doctor.render(report))
+    return 0 if report["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidtempo", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,6 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_argument("name", help="zoo config name or YAML path")
     zs.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
     zs.set_defaults(func=cmd_zoo_show)
+
+    zc = zsub.add_parser("compare", help="our runs next to the zoo's numbers, per zoo config "
+                         "(printed, and logged as a report run with Markdown and a PNG chart)")  # fmt: skip
+    zc.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                    help="MLflow experiment(s) to report (default: every one with such runs)")
+    zc.add_argument("--mlflow-uri", default=None, help="tracking URI (default: VIDTEMPO_MLFLOW_URI "
+                    "or the project's SQLite store)")  # fmt: skip
+    zc.add_argument("--out", default=None, help="also write the report files under this folder")
+    zc.add_argument("--no-log", dest="log", action="store_false", help="print only")
+    zc.set_defaults(func=cmd_zoo_compare)
+
+    doc = sub.add_parser("doctor", help="check the cluster before `ray job submit`: upload size, "
+                         "the op on every node, storage, tracking, GPUs")  # fmt: skip
+    doc.add_argument("--config", default="tin_r50_1x1x8_40e_sthv1_rgb",
+                     help="the config the job will run (its workers, storage, tracking)")
+    doc.add_argument("--working-dir", default=".", help="what `--working-dir` would upload")
+    doc.add_argument("--address", default=None, help="the cluster: `auto` on its head (default: "
+                     "RAY_ADDRESS, else a local Ray instance)")  # fmt: skip
+    doc.add_argument("--workers", type=int, default=None, help="run.num_workers")
+    doc.add_argument("--gpu", action="store_true", help="run.use_gpu")
+    doc.add_argument("--storage", default=None, help="run.storage_path")
+    doc.add_argument("--mlflow-uri", default=None, help="run.mlflow_uri")
+    doc.add_argument("--experiment", default=None, help=argparse.SUPPRESS)
+    doc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    doc.set_defaults(func=cmd_doctor)
 
     cfgp = sub.add_parser("config", help="check config files")
     csub = cfgp.add_subparsers(dest="config_command", required=True)
@@ -238,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--epochs", type=int, default=6)
     bu.add_argument("--grace-period", type=int, default=1)
     bu.add_argument("--reduction-factor", type=int, default=3)
+    bu.add_argument("--space", action="append", default=None, metavar="KEY=grid:A,B",
+                    help="the space (default: lr 0.005/0.01/0.02 × shift_div 4/8)")
+    bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override of the base recipe tin_r18_synthetic")
     bu.add_argument("--json", default=None)
     bu.set_defaults(func=_bench_tune)
     return p

@@ -204,6 +204,9 @@ class Config:
     schedule: ScheduleConfig
     train: TrainConfig
     reference: ReferenceConfig | None = None
+    # a recipe derived from a zoo config (scaled down, other data) names it here; its runs are
+    # listed under that config by `vidtempo zoo compare`, marked when they are not comparable
+    zoo_config: str | None = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -33,11 +33,13 @@ def pairs_accuracy(per_class: list[float | None]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def prepare(workdir: Path) -> Path:
+def prepare(workdir: Path, videos_per_class: dict[str, int] | None = None) -> Path:
+    """The demo's synthetic dataset under `workdir`/data (made once)."""
     data = workdir / "data"
     if not ((data / "train" / MANIFEST).exists() and (data / "val" / MANIFEST).exists()):
         print(f"generating the synthetic temporal dataset in {data} ...", flush=True)
-        prepare_synthetic(data, VIDEOS_PER_CLASS, FRAMES, SIZE, seed=0, workers=2)
+        prepare_synthetic(data, videos_per_class or VIDEOS_PER_CLASS, FRAMES, SIZE, seed=0,
+                          workers=2)  # fmt: skip
     return data
 
 

@@ -80,11 +80,17 @@ def experiment_id(uri: str, name: str) -> str:
 
 
 def zoo_tags(cfg: Config) -> dict[str, str]:
-    """The zoo's published numbers, for side-by-side columns in the UI and `zoo compare`."""
-    ref = cfg.reference
+    """The zoo's published numbers, for side-by-side columns in the UI and `zoo compare`: the
+    config's own reference, or that of the zoo config it was derived from (`zoo_config`)."""
+    from vidtempo import config as C
+
+    ref, zoo = cfg.reference, cfg.name
+    if ref is None and cfg.zoo_config:
+        zoo = cfg.zoo_config
+        ref = C.load(zoo).reference
     if ref is None:
         return {}
-    tags = {"zoo.source": ref.source, "zoo.params": str(ref.params), "zoo.flops": str(ref.flops),
+    tags = {"zoo.config": zoo, "zoo.source": ref.source, "zoo.params": str(ref.params), "zoo.flops": str(ref.flops),
             "zoo.gpus": ref.zoo_gpus, "zoo.gpu_mem_mb": str(ref.gpu_mem_mb),
             "zoo.checkpoint": ref.checkpoint, "zoo.pretrain": ref.pretrain}  # fmt: skip
     for i, r in enumerate(ref.results):
@@ -198,6 +204,32 @@ def get_run(uri: str, run_id: str) -> dict:
             "tags": dict(run.data.tags), "status": run.info.status}  # fmt: skip
 
 
+def experiments(uri: str) -> list[str]:
+    """Names of the experiments in the store."""
+    return [e.name for e in _client(uri).search_experiments()]
+
+
+def runs(uri: str, experiment: str) -> list[dict]:
+    """Every run of an experiment, newest first, as get_run() dicts plus "run_id" and "name"."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+             "metrics": dict(r.data.metrics), "params": dict(r.data.params),
+             "tags": dict(r.data.tags)}
+            for r in client.search_runs([exp.experiment_id], max_results=10_000,
+                                        order_by=["attributes.start_time DESC"])]  # fmt: skip
+
+
+def create_run(uri: str, experiment: str, name: str, tags: dict[str, str]) -> str:
+    """A run that holds no training: a report."""
+    client = _client(uri)
+    run = client.create_run(experiment_id(uri, experiment),
+                            tags={"mlflow.runName": name, "vidtempo.run_name": name, **tags})  # fmt: skip
+    return run.info.run_id
+
+
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client(uri).get_metric_history(run_id, key)]
 
@@ -210,4 +242,6 @@ def load_text(uri: str, run_id: str, artifact_file: str) -> str:
 
 
 def ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (an mlflow server; on a cluster: ray attach cluster.yaml -p 5000)"
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

@@ -1,0 +1,196 @@
+"""`vidtempo doctor`: what a job would meet on the cluster, checked before it is submitted.
+
+    report = check(cfg, working_dir=".")     # connects to RAY_ADDRESS (or starts a local Ray)
+    print(render(report)); exit 0 if report["ok"] else 1
+
+1. the working directory `ray job submit --working-dir` would upload (Ray's own walk, honouring
+   .gitignore and .rayignore): size, file count, the biggest entries, against Ray's limit;
+2. on every alive node, by a task pinned to it: vidtempo importable, the tin_shift op built
+   (and its CUDA kernel where the node has GPUs), GPUs, the storage root writable and readable,
+   the MLflow tracking server answering;
+3. the multi-node rule of `fit`: a local storage path or a SQLite tracking URI on a run that
+   spans nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import ray
+
+from vidtempo import tracking
+from vidtempo.config import Config, ConfigError
+from vidtempo.train import checkpoint as ckpt
+from vidtempo.train.run import check_cluster, ensure_ray, spans_nodes, storage_root
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def working_dir(path: str | Path, top: int = 5) -> dict:
+    """What `ray job submit --working-dir PATH` would upload, walked as Ray walks it."""
+    from ray._private.runtime_env import packaging
+
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"working dir {root} is not a folder")
+    files: list[tuple[str, int]] = []
+
+    def visit(p: Path) -> None:
+        if p.is_file():
+            files.append((str(p.relative_to(root)), p.stat().st_size))
+
+    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    quiet = logging.getLogger("vidtempo.doctor")  # Ray logs every ignore file it honours
+    quiet.setLevel(logging.WARNING)
+    packaging._dir_travel(root, [packaging._get_excludes(root, [])], visit,
+                          include_gitignore=include_gitignore, logger=quiet)  # fmt: skip
+    by_entry: dict[str, list[int]] = {}
+    for rel, size in files:
+        entry = by_entry.setdefault(rel.split("/", 1)[0], [0, 0])
+        entry[0] += size
+        entry[1] += 1
+    total = sum(s for _, s in files)
+    limit = packaging.GCS_STORAGE_MAX_SIZE
+    return {
+        "path": str(root), "files": len(files), "bytes": total, "limit": limit,
+        "ok": total < limit,
+        "entries": sorted(((k, v[0], v[1]) for k, v in by_entry.items()), key=lambda e: -e[1])[:top],
+        "largest": sorted(files, key=lambda f: -f[1])[:top],
+    }  # fmt: skip
+
+
+def probe(root: str, uri: str) -> dict:
+    """Runs on one node: the op, the GPUs, storage and tracking as that node sees them."""
+    out = {"hostname": socket.gethostname(), "ip": ray.util.get_node_ip_address()}
+    try:
+        import torch
+
+        from vidtempo.ops import native
+
+        out.update(vidtempo="ok", torch=torch.__version__, op=native.load() is not None,
+                   op_cuda=native.has_cuda_kernel(), why=native.why_not() or "")  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the diagnosis
+        out.update(vidtempo=f"not importable: {exc}", op=False, op_cuda=False, why=str(exc))
+    marker = ckpt.join(root, ".vidtempo-doctor", f"{uuid.uuid4().hex}.txt")
+    try:
+        ckpt.write_bytes(marker, out["hostname"].encode())
+        assert ckpt.read_bytes(marker) == out["hostname"].encode(), "read back something else"
+        ckpt.delete(marker)
+        out["storage"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        out["storage"] = f"FAIL: {type(exc).__name__}: {exc}"
+    out["tracking"] = check_tracking(uri)
+    return out
+
+
+def check_tracking(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as r:
+                return "ok" if r.status == 200 else f"FAIL: HTTP {r.status}"
+        except OSError as exc:
+            return f"FAIL: {exc}"
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return "ok (local file)" if os.access(folder, os.W_OK) else f"FAIL: {folder} not writable"
+    return "not checked"
+
+
+def check(cfg: Config, working: str | Path | None = None, address: str | None = None,
+          timeout_s: float = 180) -> dict:  # fmt: skip
+    report: dict = {"ok": True, "problems": []}
+    if working is not None:
+        report["working_dir"] = wd = working_dir(working)
+        if not wd["ok"]:
+            report["problems"].append(
+                f"the working dir is {_mib(wd['bytes'])}, over Ray's {_mib(wd['limit'])} limit: "
+                "list big folders (data, runs, .git) in .gitignore or .rayignore"
+            )
+    ensure_ray(address)
+    root, uri = storage_root(cfg), tracking.resolve_uri(cfg)
+    report.update(storage=root, tracking=uri, spans=spans_nodes(cfg))
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    probes = {}
+    for n in nodes:
+        strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)  # fmt: skip
+        probes[n["NodeID"]] = ray.remote(probe).options(
+            num_cpus=0, scheduling_strategy=strategy, max_retries=0).remote(root, uri)  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    rows = []
+    for n in nodes:
+        res = n["Resources"]
+        row = {"node_id": n["NodeID"], "ip": n.get("NodeManagerAddress", "?"),
+               "head": "node:__internal_head__" in res, "cpus": res.get("CPU", 0),
+               "gpus": res.get("GPU", 0)}  # fmt: skip
+        try:
+            row.update(ray.get(probes[n["NodeID"]], timeout=max(1, deadline - time.monotonic())))
+        except Exception as exc:  # noqa: BLE001
+            row.update(vidtempo=f"FAIL: {type(exc).__name__}", op=False, op_cuda=False,
+                       why=str(exc).splitlines()[0] if str(exc) else "", storage="?", tracking="?")  # fmt: skip
+        rows.append(row)
+        where = f"node {row['ip']}"
+        if row.get("vidtempo") != "ok":
+            report["problems"].append(f"{where}: vidtempo {row.get('vidtempo')} — install it "
+                                      "there (cluster.yaml setup_commands)")  # fmt: skip
+        elif not row["op"]:
+            report["problems"].append(f"{where}: the tin_shift op is not built ({row['why']}); "
+                                      "pip install --no-build-isolation -e . builds it")  # fmt: skip
+        elif row["gpus"] and not row["op_cuda"]:
+            report["problems"].append(
+                f"{where} has {row['gpus']:g} GPUs but the op has no CUDA kernel: rebuild with "
+                "CUDA_HOME=/usr/local/cuda VIDTEMPO_BUILD_CUDA=1 pip install --no-build-isolation -e ."
+            )
+        for what in ("storage", "tracking"):
+            if str(row.get(what, "")).startswith("FAIL"):
+                target = root if what == "storage" else uri
+                report["problems"].append(f"{where}: {what} {target}: {row[what]}")
+    report["nodes"] = rows
+    try:
+        check_cluster(cfg, root, uri)
+    except ConfigError as exc:
+        report["problems"].append(str(exc))
+    report["ok"] = not report["problems"]
+    return report
+
+
+def render(report: dict) -> str:
+    lines = []
+    wd = report.get("working_dir")
+    if wd:
+        lines += [f"working dir {wd['path']}: {wd['files']} files, {_mib(wd['bytes'])} would be "
+                  f"uploaded by `ray job submit --working-dir` (Ray's limit {_mib(wd['limit'])})"
+                  + ("" if wd["ok"] else "  — TOO BIG"),
+                  "  biggest entries: " + ", ".join(f"{n} {_mib(b)} ({c} files)"
+                                                    for n, b, c in wd["entries"]),
+                  "  biggest files:   " + ", ".join(f"{n} {_mib(b)}" for n, b in wd["largest"]),
+                  ""]  # fmt: skip
+    rows = report["nodes"]
+    lines += [f"cluster: {len(rows)} node(s); storage {report['storage']}; tracking "
+              f"{report['tracking']}", "",
+              "| node | role | CPUs | GPUs | vidtempo | tin_shift op | CUDA kernel | storage | "
+              "tracking |", "|---|---|---:|---:|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['ip']} ({r.get('hostname', '?')}) | {'head' if r['head'] else 'worker'} | "
+            f"{r['cpus']:g} | {r['gpus']:g} | {r.get('vidtempo')} | "
+            f"{'built' if r.get('op') else 'MISSING'} | "
+            f"{'yes' if r.get('op_cuda') else ('MISSING' if r['gpus'] else 'no (no GPU)')} | "
+            f"{r.get('storage')} | {r.get('tracking')} |"
+        )
+    lines.append("")
+    if report["problems"]:
+        lines += ["problems:", *(f"  - {p}" for p in report["problems"])]
+    else:
+        lines.append("all checks passed")
+    return "\n".join(lines)

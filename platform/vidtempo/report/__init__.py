@@ -1,0 +1,1 @@
+"""Reports built from the MLflow runs (`vidtempo zoo compare`)."""

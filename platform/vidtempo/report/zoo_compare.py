@@ -1,0 +1,204 @@
+"""`vidtempo zoo compare`: our runs next to the model zoo's numbers, one table per zoo config.
+
+    rows = collect(uri, experiment)      # every run that names a zoo config and has test results
+    text = markdown(rows); chart(rows, "zoo_compare.png")
+
+A run is comparable with its zoo config when it trained on the same dataset with the same
+frames per clip and crop size, and was tested under one of the zoo's protocols (views). A run
+that is not comparable is listed with the reasons and no difference, and its bar is hatched:
+never mixed in with the comparable ones.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from vidtempo import config as C
+from vidtempo import tracking
+
+REPORT_KIND = "zoo-compare"
+
+
+def _float(v) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _frames(get) -> str:
+    """Frames per clip as `clip_len x num_clips x frame_interval` of the training sampler."""
+    return f"{get('data.train.sampler.clip_len')}x{get('data.train.sampler.num_clips')}x" \
+           f"{get('data.train.sampler.frame_interval')}"  # fmt: skip
+
+
+def _zoo_facts(name: str) -> dict | None:
+    if name not in C.zoo_names():
+        return None
+    cfg = C.load(name)
+    flat = dict(C.flatten(cfg))
+    return {"dataset": cfg.data.dataset, "frames": _frames(lambda k: flat.get(k)),
+            "crop": flat.get("data.test.crop.size"), "epochs": cfg.train.epochs}  # fmt: skip
+
+
+def collect(uri: str, experiment: str) -> list[dict]:
+    """One row per run of `experiment` that names a zoo config and has test metrics."""
+    rows, facts = [], {}
+    for run in tracking.runs(uri, experiment):
+        t, p, m = run["tags"], run["params"], run["metrics"]
+        if t.get("vidtempo.kind") in ("sweep", REPORT_KIND):
+            continue
+        zoo = t.get("zoo.config") or (t.get("vidtempo.config") if "zoo.top1" in t else None)
+        ours = {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith("test/top1:")}
+        if not zoo or not ours:
+            continue
+        if zoo not in facts:
+            facts[zoo] = _zoo_facts(zoo)
+        zf = facts[zoo]
+        zoo_views = [k.split(":", 1)[1] for k in t if k.startswith("zoo.top1:")]
+        main = t.get("zoo.protocol") or (zoo_views[0] if zoo_views else "")
+        shared = [v for v in [main, *zoo_views] if v in ours]
+        protocol = shared[0] if shared else sorted(ours)[0]
+        reasons = []
+        if not shared:
+            reasons.append(f"tested {', '.join(sorted(ours))} (zoo: {', '.join(zoo_views) or '?'})")
+        if zf is None:
+            reasons.append(f"zoo config {zoo} is not in this checkout")
+        else:
+            if p.get("data.dataset") != zf["dataset"]:
+                reasons.append(f"dataset {p.get('data.dataset')} (zoo: {zf['dataset']})")
+            frames = _frames(p.get)
+            if frames != zf["frames"]:
+                reasons.append(f"frames {frames} (zoo: {zf['frames']})")
+            if p.get("data.test.crop.size") != str(zf["crop"]):
+                reasons.append(f"crop {p.get('data.test.crop.size')} (zoo: {zf['crop']})")
+        zoo_view = protocol if shared else main
+        top1, top5 = ours[protocol], m.get(f"test/top5:{protocol}")
+        zoo_top1 = _float(t.get(f"zoo.top1:{zoo_view}", t.get("zoo.top1")))
+        workers = p.get("run.num_workers", "?")
+        rows.append({
+            "zoo_config": zoo, "run": run["name"], "run_id": run["run_id"],
+            "status": run["status"], "protocol": protocol,
+            "top1": top1, "top5": top5,
+            "zoo_top1": zoo_top1,
+            "zoo_top5": _float(t.get(f"zoo.top5:{zoo_view}", t.get("zoo.top5"))),
+            "zoo_protocol": zoo_view,
+            "reference_top1": _float(t.get("zoo.original_top1")),
+            "reference_top5": _float(t.get("zoo.original_top5")),
+            "diff_top1": (top1 - zoo_top1) if not reasons and zoo_top1 is not None else None,
+            "epochs": int(m.get("epoch", _float(p.get("train.epochs")) or 0)),
+            "zoo_epochs": zf["epochs"] if zf else None,
+            "gpus": f"{workers} GPU" if p.get("run.use_gpu") == "True" else f"{workers} CPU workers",
+            "zoo_gpus": t.get("zoo.gpus", "?"),
+            "comparable": not reasons, "not_comparable": "; ".join(reasons),
+        })  # fmt: skip
+    return rows
+
+
+def _num(v, fmt: str = "{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def markdown(rows: list[dict], experiment: str) -> str:
+    out = [f"# Zoo comparison: experiment `{experiment}`", ""]
+    if not rows:
+        return "\n".join([*out, "No run with test results names a zoo config.", ""])
+    for zoo in sorted({r["zoo_config"] for r in rows}):
+        group = [r for r in rows if r["zoo_config"] == zoo]
+        first = group[0]
+        out += [f"## {zoo}", "",
+                f"zoo: top-1 {_num(first['zoo_top1'])} / top-5 {_num(first['zoo_top5'])} "
+                f"({first['zoo_protocol']}); reference (original code): top-1 "
+                f"{_num(first['reference_top1'])} / top-5 {_num(first['reference_top5'])}", "",
+                "| run | top-1 | top-5 | protocol | zoo top-1 | zoo top-5 | reference top-1 | "
+                "reference top-5 | Δ top-1 vs zoo | epochs (zoo) | GPUs (zoo) | comparable |",
+                "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|---|"]  # fmt: skip
+        for r in sorted(group, key=lambda r: (not r["comparable"], -r["top1"])):
+            diff = "–" if r["diff_top1"] is None else f"{r['diff_top1']:+.2f}"
+            mark = "yes" if r["comparable"] else f"**no**: {r['not_comparable']}"
+            out.append(
+                f"| {r['run']} | {_num(r['top1'])} | {_num(r['top5'])} | {r['protocol']} | "
+                f"{_num(r['zoo_top1'])} | {_num(r['zoo_top5'])} | {_num(r['reference_top1'])} | "
+                f"{_num(r['reference_top5'])} | {diff} | {r['epochs']} ({r['zoo_epochs'] or '?'}) "
+                f"| {r['gpus']} ({r['zoo_gpus']}) | {mark} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def chart(rows: list[dict], path: str | Path, experiment: str) -> Path:
+    """Top-1 bars per zoo config: the zoo, the original code, then our runs (hatched and grey
+    when not comparable)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zoos = sorted({r["zoo_config"] for r in rows}) or ["(none)"]
+    fig, axes = plt.subplots(len(zoos), 1, figsize=(9, 1.2 + 0.45 * max(
+        (sum(r["zoo_config"] == z for r in rows) + 2 for z in zoos), default=3) * len(zoos)),
+        squeeze=False)  # fmt: skip
+    for ax, zoo in zip(axes[:, 0], zoos):
+        group = [r for r in rows if r["zoo_config"] == zoo]
+        labels, values, colors, hatches = [], [], [], []
+        if group:
+            for label, v, c in (("zoo", group[0]["zoo_top1"], "#4c72b0"),
+                                ("reference", group[0]["reference_top1"], "#8172b2")):  # fmt: skip
+                if v is not None:
+                    labels.append(f"{label} ({group[0]['zoo_protocol']})")
+                    values.append(v), colors.append(c), hatches.append("")
+        for r in sorted(group, key=lambda r: (not r["comparable"], -r["top1"])):
+            note = "" if r["comparable"] else " — not comparable"
+            labels.append(f"{r['run']} ({r['protocol']}){note}")
+            values.append(r["top1"])
+            colors.append("#55a868" if r["comparable"] else "#bbbbbb")
+            hatches.append("" if r["comparable"] else "//")
+        y = range(len(values))
+        bars = ax.barh(list(y), values, color=colors)
+        for b, h, v in zip(bars, hatches, values):
+            b.set_hatch(h)
+            ax.text(v + 0.5, b.get_y() + b.get_height() / 2, f"{v:.1f}", va="center", fontsize=8)
+        ax.set_yticks(list(y), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("top-1 (%)")
+        ax.set_title(zoo, fontsize=9)
+    fig.suptitle(f"vidtempo vs the model zoo — experiment {experiment}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare(uri: str, experiments: list[str] | None = None, log: bool = True,
+            out_dir: str | Path | None = None) -> dict[str, dict]:  # fmt: skip
+    """The report for each experiment (all that hold comparable runs when none is named):
+    {experiment: {"rows", "markdown", "report_run_id"}}; each is logged as a run of its
+    experiment with zoo_compare.md, .png and .json artifacts."""
+    names = experiments or tracking.experiments(uri)
+    reports = {}
+    for exp in names:
+        rows = collect(uri, exp)
+        if not rows and not experiments:
+            continue
+        text = markdown(rows, exp)
+        entry = {"rows": rows, "markdown": text, "report_run_id": None}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(out_dir) / exp if out_dir else Path(tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "zoo_compare.md").write_text(text)
+            (folder / "zoo_compare.json").write_text(json.dumps(rows, indent=2))
+            chart(rows, folder / "zoo_compare.png", exp)
+            if log:
+                run_id = tracking.create_run(uri, exp, f"zoo-compare-{time.strftime('%Y%m%d-%H%M%S')}",
+                                             {"vidtempo.kind": REPORT_KIND})  # fmt: skip
+                for f in ("zoo_compare.md", "zoo_compare.png", "zoo_compare.json"):
+                    tracking.log_artifact(uri, run_id, folder / f)
+                tracking.end_run(uri, run_id, "FINISHED")
+                entry["report_run_id"] = run_id
+        reports[exp] = entry
+    return reports
