@@ -121,6 +121,16 @@ def read_progress(run_dir: str) -> dict:
     return json.loads(data) if data else {"epochs_done": 0}
 
 
+def restored_epochs(run_dir: str) -> int:
+    """Epochs done in the checkpoint Ray Train restores from: the latest one its checkpoint
+    manager registered (checkpoint_manager_snapshot.json). progress.json can be one epoch ahead
+    of it — when a node dies while the workers report, rank 0 may have written the epoch's
+    checkpoint and progress that Ray never registered."""
+    data = read_bytes(join(run_dir, "checkpoint_manager_snapshot.json"))
+    latest = (json.loads(data).get("latest_checkpoint_result") or {}) if data else {}
+    return int((latest.get("metrics") or {}).get("epoch", 0))
+
+
 def write_progress(run_dir: str, **progress) -> None:
     write_bytes(join(run_dir, "progress.json"), json.dumps(progress, indent=2).encode())
 

@@ -177,11 +177,11 @@ def check_data(cfg: Config, data_dir: Path) -> None:
 def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: int,
                  run_dir: str, backend: str = "decord"):  # fmt: skip
     """Dataset factory, called by Ray Train each time the workers (re)start: training streams
-    from the first epoch that has no checkpoint yet."""
+    from the first epoch after the checkpoint the workers restore."""
     cfg = config.from_dict(cfg_dict)
     data_cpus = cfg.run.data_cpus_per_worker
     if split == "train":
-        start = ckpt.read_progress(run_dir)["epochs_done"]
+        start = ckpt.restored_epochs(run_dir)
         if start >= cfg.train.epochs:
             return ray.data.from_items([{"epoch": 0}])  # nothing left to train; never read
         return pipeline.build(Path(data_dir) / "train", cfg, "train",
