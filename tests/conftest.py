@@ -43,17 +43,16 @@ def synthetic_data(tmp_path_factory):
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 (SQLite behind it, artifacts proxied to a folder): the
     tracking URI a cluster's workers would use. Yields its http:// URL."""
-    import socket
     import subprocess
     import sys
     import time
     import urllib.request
     from pathlib import Path
 
+    from vidtempo.train.run import free_port
+
     root = tmp_path_factory.mktemp("mlflow_server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

@@ -28,6 +28,7 @@ from vidtempo.data.schema import DataError
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.loop import epoch_batches, masked_cross_entropy, train_loop_per_worker
 from vidtempo.train.optim import build_optimizer, param_groups
+from vidtempo.train.run import free_port
 from vidtempo.train.schedule import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -389,24 +390,18 @@ def test_too_many_workers_fail_fast(ray_session, synthetic_data, tmp_path):
     assert time.monotonic() - t < 30
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
     """`ray job submit --working-dir . -- python jobs/tin_sthv1.py` against `ray start --head`."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    dash, gcs = _free_port(), _free_port()
+    dash, gcs = free_port(), free_port()
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          # every port of its own: the test session's Ray may hold the defaults
-         *(f"--{name}-port={_free_port()}" for name in (
+         *(f"--{name}-port={free_port()}" for name in (
              "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
              "runtime-env-agent", "ray-client-server", "node-manager", "object-manager")),
          "--block"],

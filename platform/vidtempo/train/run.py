@@ -87,11 +87,7 @@ def spans_nodes(cfg: Config) -> int:
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     if len(nodes) > 1:
         return len(nodes)
-    res, r = (nodes or [{}])[0], cfg.run
-    fits = math.floor(res.get("CPU", 0) / r.cpus_per_worker + 1e-9)
-    if r.use_gpu:
-        fits = min(fits, math.floor(res.get("GPU", 0) + 1e-9))
-    return 1 if fits >= r.num_workers else 2
+    return 1 if workers_on((nodes or [{}])[0], cfg) >= cfg.run.num_workers else 2
 
 
 def check_cluster(cfg: Config, root: str, uri: str | None) -> None:
@@ -118,6 +114,15 @@ def check_cluster(cfg: Config, root: str, uri: str | None) -> None:
         raise ConfigError(f"this run spans {n} nodes, but " + "; and ".join(problems) + ".")
 
 
+def workers_on(resources: dict, cfg: Config) -> int:
+    """How many of the run's workers one node with these resources holds."""
+    r = cfg.run
+    fits = math.floor(resources.get("CPU", 0) / r.cpus_per_worker + 1e-9)
+    if r.use_gpu:
+        fits = min(fits, math.floor(resources.get("GPU", 0) + 1e-9))
+    return fits
+
+
 def check_resources(cfg: Config) -> None:
     """Fail at once when the cluster cannot place the workers (Ray would wait forever)."""
     if os.environ.get("VIDTEMPO_SKIP_RESOURCE_CHECK"):
@@ -125,12 +130,7 @@ def check_resources(cfg: Config) -> None:
     r = cfg.run
     gpu = 1.0 if r.use_gpu else 0.0
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    placeable = 0
-    for res in nodes:
-        fits = math.floor(res.get("CPU", 0) / r.cpus_per_worker + 1e-9)
-        if gpu:
-            fits = min(fits, math.floor(res.get("GPU", 0) / gpu + 1e-9))
-        placeable += fits
+    placeable = sum(workers_on(res, cfg) for res in nodes)
     total_cpu = sum(res.get("CPU", 0) for res in nodes)
     total_gpu = sum(res.get("GPU", 0) for res in nodes)
     need_cpu = r.num_workers * (r.cpus_per_worker + r.data_cpus_per_worker)
