@@ -168,3 +168,34 @@ def test_asha_rungs_survive_a_resume(tmp_path):
     (tmp_path / "asha_state.pkl").unlink()
     fresh.on_trial_add(None, weak)
     assert fresh.on_trial_result(None, weak, {"epoch": 1, "val/top1": 20.0}) == "CONTINUE"
+
+
+def test_a_trial_asha_stopped_ends_killed_in_mlflow(tmp_path):
+    """When Tune stops a trial, fit() may see the stop as an exception and end the child run
+    FAILED before its actor dies, or die first and leave it RUNNING; either way the table says
+    "stopped" and the MLflow run ends KILLED with `vidtempo.stopped_by=ASHA`. A trial that
+    finished keeps its status."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from vidtempo import tracking
+    from vidtempo.tune.sweep import summarize
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = config.load("tin_r18_synthetic", ["train.epochs=4", "run.experiment=sweep"])
+    results, ids = [], {}
+    for trial_id, left, epochs in (("t0", "FAILED", 2), ("t1", "RUNNING", 1),
+                                   ("t2", "FINISHED", 4)):  # fmt: skip
+        ids[trial_id] = tracking.start_run(base, f"sw-{trial_id}", uri)
+        if left != "RUNNING":
+            tracking.end_run(uri, ids[trial_id], left)
+        curve = pd.DataFrame({"epoch": range(1, epochs + 1), "val/top1": [20.0] * epochs})
+        results.append(SimpleNamespace(config={"optim.lr": 0.01}, metrics_dataframe=curve,
+                                       error=None, metrics={"trial_id": trial_id}))  # fmt: skip
+    rows = summarize(results, base, "val/top1", "max", "sw", uri)
+    assert [r["status"] for r in rows] == ["stopped", "stopped", "done"]
+    for trial_id, want in (("t0", "KILLED"), ("t1", "KILLED"), ("t2", "FINISHED")):
+        run = tracking.get_run(uri, ids[trial_id])
+        assert run["status"] == want, trial_id
+        assert ("vidtempo.stopped_by" in run["tags"]) == (want == "KILLED")

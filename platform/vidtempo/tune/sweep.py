@@ -201,7 +201,9 @@ def summarize(results, base: Config, metric: str, mode: str, name: str, uri: str
         run_id = tracking.find_run(uri, base.run.experiment, f"{name}-{_trial_id(r)}")
         if run_id and status == "stopped":  # ASHA ended it: its MLflow run says so
             tracking.set_tags(uri, run_id, {"vidtempo.stopped_by": "ASHA"})
-            if tracking.get_run(uri, run_id)["status"] == "RUNNING":
+            # still RUNNING when the trial's actor died at once, FAILED when fit() saw the stop
+            # as an exception first; a trial that really failed has r.error ("error" above)
+            if tracking.get_run(uri, run_id)["status"] != "KILLED":
                 tracking.end_run(uri, run_id, "KILLED")
         rows.append({"trial": _trial_id(r), "params": params, "lr.effective": cfg.effective_lr,
                      "best": float(best), "epochs": epochs, "status": status,
