@@ -344,6 +344,12 @@ def test_worker_failure_resumes_from_the_last_checkpoint(ray_session, synthetic_
     runs = _runs_named(uri, "flaky")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["lr.effective"] == str(cfg.effective_lr)
+    # the seed reproduces the run, and the failure and retry changed nothing: a run that never
+    # failed has the same loss and val/top1 in every epoch, to the last bit
+    steady = fit(cfg, synthetic_data, name="steady")
+    for key in ("loss", "val/top1"):
+        assert dict(tracking.metric_history(uri, steady["mlflow_run_id"], key)) == dict(
+            tracking.metric_history(uri, res["mlflow_run_id"], key)), key  # fmt: skip
 
 
 @pytest.mark.ray

@@ -147,6 +147,23 @@ def check_resources(cfg: Config) -> None:
         )
 
 
+class OwnDataOptions(ray.train.DataConfig):
+    """Every worker reads each dataset whole, with the execution options its factory gave it.
+
+    pipeline.build sets them on each dataset: preserve_order (so a seed reproduces the order
+    of the clips, hence the run), the data CPU budget and the training stream's read-ahead
+    bound. Ray Train's own DataConfig overwrites a dataset's options with those of the
+    DataContext of the process that configures the data (the Train controller, which has
+    none of them): the stream then came in completion order and read ahead without bound."""
+
+    def __init__(self) -> None:
+        super().__init__(datasets_to_split=[])
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        return [{name: ds.iterator() for name, ds in datasets.items()}
+                for _ in range(world_size)]  # fmt: skip
+
+
 def scaling(cfg: Config) -> ray.train.ScalingConfig:
     """One worker per GPU (or `run.cpus_per_worker` CPUs), `run.num_workers` of them."""
     r = cfg.run
@@ -278,7 +295,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
             callbacks=callbacks or [],
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+        dataset_config=OwnDataOptions(),
     )
     try:
         trainer.fit()
@@ -322,7 +339,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
         scaling_config=scaling(cfg),
         run_config=ray.train.RunConfig(name=name, storage_path=root),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+        dataset_config=OwnDataOptions(),
     )
     result = trainer.fit()
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
