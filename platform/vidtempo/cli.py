@@ -287,15 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_bench_train)
     bu = bsub.add_parser("tune", help="ASHA vs the full grid on the synthetic dataset")
     bu.add_argument("--workdir", default="bench/tune", help="where the synthetic data is made")
-    bu.add_argument("--epochs", type=int, default=12, help="per trial")
-    bu.add_argument("--grace-period", type=int, default=2, help="ASHA's first rung, in epochs")
-    bu.add_argument("--reduction-factor", type=int, default=3)
+    bu.add_argument("--epochs", type=int, default=12, help="per trial (default 12)")
+    bu.add_argument("--grace-period", type=int, default=2,
+                    help="ASHA's first rung, in epochs (default 2)")
+    bu.add_argument("--reduction-factor", type=int, default=3,
+                    help="ASHA keeps 1/rf of the trials at each rung (default 3)")
     bu.add_argument("--space", action="append", default=None, metavar="KEY=grid:A,B",
                     help="the space (default: lr 0.0025/0.005/0.01/0.02 × shift_div 2/4/8)")
     bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override of the base recipe tin_r18_synthetic (after the "
                     "bench's own schedule.warmup_epochs=0)")
-    bu.add_argument("--json", default=None)
+    bu.add_argument("--json", default=None, help="also write the result as JSON here")
     bu.set_defaults(func=_bench_tune)
     return p
 
