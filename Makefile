@@ -11,11 +11,15 @@ STAMP := $(VENV)/.installed
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 export PATH := $(BIN):$(PATH)
-export RAY_AUTH_MODE ?= disabled
 export RAY_CHDIR_TO_TRIAL_DIR ?= 0
 export MAX_JOBS ?= 2
 
-.PHONY: install demo test lint bench clean
+# `make gpu-check OUT=DIR` uses the machine's own python and torch (a GPU machine has no .venv
+# and no registry to install one from): PYTHONPATH=platform, nothing installed
+OUT ?= gpu-check
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+.PHONY: install demo test lint bench clean gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +43,9 @@ demo: install
 
 bench: install
 	$(BIN)/vidtempo bench op
+
+gpu-check:
+	PYTHONPATH=$(CURDIR)/platform $(GPU_PYTHON) -m vidtempo.gpu_check --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build platform/vidtempo/*.so platform/*.egg-info

@@ -355,6 +355,9 @@ def test_cuda_equals_reference(dtype, hw):
     out.backward(grad.cuda())
     assert torch.equal(out.cpu(), tin_shift_reference(x, shift))
     assert torch.equal(xc.grad.cpu(), tin_shift_backward_reference(grad, shift))
+    # CUDA kernel = CPU kernel = reference, forward and backward
+    assert torch.equal(out.cpu(), native_op(x, shift))
+    assert torch.equal(xc.grad.cpu(), torch.ops.vidtempo.tin_shift_backward(grad, shift))
 
 
 @gpu
@@ -365,3 +368,60 @@ def test_cuda_gradcheck_and_opcheck():
     shift = torch.tensor([[2, -1], [-6, 3]], dtype=torch.int32, device="cuda")
     assert torch.autograd.gradcheck(lambda v: native_op(v, shift), (x,))
     torch.library.opcheck(torch.ops.vidtempo.tin_shift.default, (x, shift))
+
+
+@gpu
+@requires_cuda
+@requires_native
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_non_contiguous_input(dtype):
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(2, 64, 8, 50, generator=g).to(dtype).cuda()
+    x = base.transpose(1, 2)  # (2, 8, 64, 50), not contiguous
+    shift = torch.tensor([[1, -3, 9, 0], [-8, 2, -1, 4]], dtype=torch.int32, device="cuda")
+    assert not x.is_contiguous()
+    assert torch.equal(ops.tin_shift(x, shift).cpu(), tin_shift_reference(x.cpu(), shift.cpu()))
+
+
+@gpu
+@requires_cuda
+@requires_native
+@pytest.mark.slow
+def test_cuda_beyond_2_pow_31_elements():
+    """[2, 8, 16, 2^24 + 1] in bfloat16: 4.3e9 elements (8.6 GB), more than an int32 indexes.
+    Each (n, group) is filled with a value of its own source frame, so the output checks by
+    slices: frame t of a group shifted by s holds frame t - s's value, or zero."""
+    n, t, c, hw = 2, 8, 16, 2**24 + 1  # 4 groups of 4 channels
+    assert n * t * c * hw > 2**31
+    values = torch.arange(n * t * c, dtype=torch.float32, device="cuda").view(n, t, c, 1) % 251
+    x = values.to(torch.bfloat16).expand(n, t, c, hw).contiguous()
+    shift = torch.tensor([[1, -2, 8, -9], [0, 3, -1, 2]], dtype=torch.int32, device="cuda")
+    for op, sign in ((torch.ops.vidtempo.tin_shift, 1), (torch.ops.vidtempo.tin_shift_backward, -1)):
+        out = op(x, shift)
+        per_channel = out[..., [0, hw // 2, hw - 1]]  # first, middle, last element of each row
+        expected = tin_shift_reference(values.to(torch.bfloat16).cpu(), sign * shift.cpu())
+        assert torch.equal(per_channel.cpu(), expected.expand(-1, -1, -1, 3))
+        del out
+    torch.cuda.empty_cache()
+
+
+@gpu
+@requires_cuda
+@requires_native
+@pytest.mark.slow
+def test_cuda_torch_compile_of_a_tin_block():
+    """A whole TemporalInterlace (offset and weight nets, linear sampler, two tin_shift calls)
+    under torch.compile on the GPU: the same output and input gradients as eager."""
+    from vidtempo.models.tin import TemporalInterlace
+
+    torch.manual_seed(0)
+    block = TemporalInterlace(64, num_segments=8, shift_div=4).cuda()
+    x = torch.randn(16, 64, 14, 14, device="cuda", requires_grad=True)  # 2 videos × 8 frames
+    eager = block(x)
+    eager.square().sum().backward()
+    g_eager = x.grad.clone()
+    x.grad = None
+    out = torch.compile(block)(x)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, g_eager, rtol=1e-4, atol=1e-4)

@@ -13,8 +13,8 @@ from vidtempo import models as M
 from vidtempo.bench import cpu_name, emit
 from vidtempo.bench.models import CANDIDATES
 from vidtempo.bench.timing import compare
-from vidtempo.train.loop import masked_cross_entropy, norm_tensors, normalise
 from vidtempo.train.optim import build_optimizer
+from vidtempo.train.step import masked_cross_entropy, norm_tensors, normalise
 
 
 def _step(cfg, device, clips, size, frames, bf16):
@@ -29,7 +29,7 @@ def _step(cfg, device, clips, size, frames, bf16):
         shape = (clips, 1, 3, frames, size, size)
     else:
         shape = (clips, frames, 3, size, size)
-    inputs = rng.integers(0, 256, shape, dtype=np.uint8)
+    inputs = torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8)).to(device)  # on the GPU
     labels = torch.randint(0, cfg.model.num_classes, (clips,), device=device)
     ok = torch.ones(clips, dtype=torch.bool, device=device)
 
@@ -65,8 +65,16 @@ def run(device: str | None = None, size: int = 224, frames: int = 8, clips: int 
         fns[label] = _step(cfg, dev, clips, size, frames, bf16)
     secs = compare(fns, repeats=repeats, warmup=1)
     base = secs.get("TSN")
+    peak = {}
+    if dev.type == "cuda":  # each model's own step, alone: the most memory it holds at once
+        for label, fn in fns.items():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+            fn()
+            peak[label] = torch.cuda.max_memory_allocated(dev) / 2**30
     rows = [{"model": k, "clips_per_s": clips / v, "step_s": v,
-             "vs_TSN": (clips / v) / (clips / base) if base else None}  # fmt: skip
+             "vs_TSN": (clips / v) / (clips / base) if base else None,
+             "peak_GiB": peak.get(k)}  # fmt: skip
             for k, v in secs.items()]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     return {"benchmark": "train step", "device": name, "device_type": dev.type,
@@ -82,12 +90,14 @@ def table(r: dict) -> str:
         f"per step, {r['device']} ({r['device_type']}, {precision}; {r['threads']} CPU threads), "
         f"median of {r['repeats']}",
         "",
-        "| model | clips/s | s / step | clips/s vs TSN |",
-        "|---|---:|---:|---:|",
+        "| model | clips/s | s / step | clips/s vs TSN | peak GiB |",
+        "|---|---:|---:|---:|---:|",
     ]
     for row in r["rows"]:
         vs = f"{row['vs_TSN']:.3f}x" if row["vs_TSN"] else "-"
-        lines.append(f"| {row['model']} | {row['clips_per_s']:.2f} | {row['step_s']:.3f} | {vs} |")
+        peak = f"{row['peak_GiB']:.1f}" if row.get("peak_GiB") is not None else "-"
+        lines.append(f"| {row['model']} | {row['clips_per_s']:.2f} | {row['step_s']:.3f} | {vs} "
+                     f"| {peak} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -1,0 +1,39 @@
+"""The pieces of a training step that need no Ray: input normalisation on the device and the
+loss over the rows that decoded. The per-worker loop (loop.py) and `vidtempo bench train` (which
+also runs where Ray is not installed, as in `make gpu-check`) share them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidtempo.config import Config
+
+
+def norm_tensors(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean/std shaped to broadcast over the channel axis of the inputs' format."""
+    shape = (1, 1, 3, 1, 1) if cfg.data.train.format == "NCHW" else (1, 1, 3, 1, 1, 1)
+    mean = torch.tensor(cfg.data.mean, device=device).view(shape)
+    std = torch.tensor(cfg.data.std, device=device).view(shape)
+    return mean, std
+
+
+def normalise(inputs: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+              channels_last: bool = False) -> torch.Tensor:  # fmt: skip
+    """uint8 clips → normalised float32 on the device: (B, V*T, 3, H, W) for 2D models,
+    (B, V, 3, T, H, W) for 3D; only the uint8 tensor crosses to the device."""
+    if not isinstance(inputs, torch.Tensor):
+        inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+    x = inputs.to(device, non_blocking=True)
+    x = (x.float() - mean) / std
+    if channels_last:  # channels innermost, so the backbone's (B*V*T, 3, H, W) is NHWC
+        x = x.movedim(2, -1).contiguous().movedim(-1, 2)
+    return x
+
+
+def masked_cross_entropy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor):
+    """Mean cross-entropy over the rows that decoded (bad rows are zeros and do not count;
+    every worker still takes the step, so DDP stays in lock-step)."""
+    per_row = F.cross_entropy(scores, labels, reduction="none")
+    return (per_row * ok).sum() / ok.sum().clamp(min=1)
