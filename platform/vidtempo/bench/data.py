@@ -103,11 +103,8 @@ def _decode_cost(data_dir, cfg, storage, n=32) -> tuple[float, float]:
 
 
 def _local_ray(cpus: int) -> None:
-    import os
-
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private instance
     if not ray.is_initialized():
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
 

@@ -16,14 +16,18 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from vidtempo import lineage, verbosity
 from vidtempo.config import PROJECT_DIR, Config, dump_yaml, flatten
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+if not verbosity.verbose():  # MLflow's own switch for its per-download progress bar
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
@@ -115,21 +119,27 @@ def run_params(cfg: Config) -> dict[str, str]:
         "batch.global": cfg.global_batch,
         "batch.reference": cfg.reference_global_batch,
     })  # fmt: skip
-    return {k: str(v)[:MAX_PARAM] for k, v in params.items()}
+    return {k: lineage.redact(str(v))[:MAX_PARAM] for k, v in params.items()}
 
 
 def start_run(cfg: Config, run_name: str, uri: str, tags: dict[str, str] | None = None,
               parent_run_id: str | None = None) -> str:  # fmt: skip
-    """Create a run with params, zoo tags and the resolved config; returns its id."""
+    """Create a run with params, zoo tags, lineage (vidtempo.lineage: commit, entry point,
+    command, user, Ray job; the uncommitted diff as an artifact) and the resolved config;
+    returns its id. Tags passed in win over the collected ones."""
     from mlflow.entities import Param, RunTag
 
     client = _client(uri)
+    source, diff = lineage.collect()
     all_tags = {"mlflow.runName": run_name, "vidtempo.run_name": run_name,
-                "vidtempo.config": cfg.name, **zoo_tags(cfg), **(tags or {})}  # fmt: skip
+                "vidtempo.config": cfg.name, "mlflow.note.content": lineage.describe(cfg),
+                **source, **zoo_tags(cfg), **(tags or {})}  # fmt: skip
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id(uri, cfg.run.experiment), tags=all_tags)
     run_id = run.info.run_id
+    if diff:
+        client.log_text(run_id, diff, lineage.DIFF_ARTIFACT)
     params = [Param(k, v) for k, v in run_params(cfg).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
@@ -172,6 +182,16 @@ def log_text(uri: str, run_id: str, text: str, artifact_file: str) -> None:
 
 def log_dict(uri: str, run_id: str, obj: Any, artifact_file: str) -> None:
     log_text(uri, run_id, json.dumps(obj, indent=2, default=str), artifact_file)
+
+
+def log_figure(uri: str, run_id: str, figure, artifact_file: str) -> None:
+    """A matplotlib figure as an image artifact (closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        _client(uri).log_figure(run_id, figure, artifact_file)
+    finally:
+        plt.close(figure)
 
 
 def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None):
@@ -223,10 +243,14 @@ def runs(uri: str, experiment: str) -> list[dict]:
 
 
 def create_run(uri: str, experiment: str, name: str, tags: dict[str, str]) -> str:
-    """A run that holds no training: a report."""
+    """A run that holds no training: a report (with the lineage of the process that made it)."""
     client = _client(uri)
+    source, diff = lineage.collect()
     run = client.create_run(experiment_id(uri, experiment),
-                            tags={"mlflow.runName": name, "vidtempo.run_name": name, **tags})  # fmt: skip
+                            tags={"mlflow.runName": name, "vidtempo.run_name": name, **source,
+                                  **tags})  # fmt: skip
+    if diff:
+        client.log_text(run.info.run_id, diff, lineage.DIFF_ARTIFACT)
     return run.info.run_id
 
 
@@ -241,7 +265,74 @@ def load_text(uri: str, run_id: str, artifact_file: str) -> str:
     return mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_file}")
 
 
-def ui_command(uri: str) -> str:
+def ui_command(uri: str, experiment: str | None = None) -> str:
+    """The command that opens the runs of `uri` (and of one experiment) in the MLflow UI."""
+    import sys
+
+    exp = f" --experiment {experiment}" if experiment else ""
+    store = "" if uri == default_uri() else f" --mlflow-uri {uri}"
+    exe = Path(sys.executable).parent / "vidtempo"  # .venv/bin/vidtempo after `make demo`
+    prog = "vidtempo"
+    if exe.exists():
+        prog = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe)
+    return f"{prog} ui{exp}{store}"
+
+
+def runs_page(base_url: str, uri: str, experiment: str | None = None) -> str:
+    """The UI's runs table of an experiment (`#/experiments/<id>/runs`, not MLflow 3's GenAI
+    overview): the one named, else the one with the newest run."""
+    client = _client(uri)
+    if experiment:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = ", ".join(experiments(uri)) or "none yet"
+            raise ValueError(f"no experiment '{experiment}' in {uri} (it has: {names})")
+        exp_id = exp.experiment_id
+    else:
+        newest = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                    max_results=1, order_by=["attributes.start_time DESC"])  # fmt: skip
+        if not newest:
+            return f"{base_url.rstrip('/')}/#/experiments"
+        exp_id = newest[0].info.experiment_id
+    return f"{base_url.rstrip('/')}/#/experiments/{exp_id}/runs"
+
+
+def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, timeout: float = 120.0):
+    """`mlflow ui` on a local store (SQLite), bound to `host`; returns (process, base URL) once
+    it answers. An http(s) tracking URI is a server already: nothing starts (process None)."""
+    import subprocess
+    import sys
+    import urllib.request
+
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} (an mlflow server; on a cluster: ray attach cluster.yaml -p 5000)"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10)
+        return None, uri
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        raise FileNotFoundError(f"{uri} does not exist yet: train something first (make demo)")
+    base = f"http://{host}:{port}"
+    try:
+        urllib.request.urlopen(f"{base}/health", timeout=2)
+        raise OSError(f"port {port} on {host} is taken (another MLflow UI?): pass --port")
+    except OSError as exc:
+        if "taken" in str(exc):
+            raise
+    log_path = Path(uri[len("sqlite:///") :]).parent / "ui.log" if uri.startswith("sqlite:///") \
+        else Path(tempfile.gettempdir()) / "vidtempo-mlflow-ui.log"  # fmt: skip
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=2)
+            return proc, base
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow ui exited: {log_path.read_text()[-2000:]}") from None
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise TimeoutError(f"mlflow ui did not answer on {base} in {timeout:.0f} s") from None
+            time.sleep(0.5)

@@ -1,0 +1,64 @@
+"""How much of Ray's own output a run prints.
+
+By default the terminal shows vidtempo's lines (set-up, one line per epoch from rank 0, the
+summary) and every warning and error; the INFO lines of Ray Train (each report and checkpoint,
+the worker group's start) and Ray Data (each dataset's execution) go only to Ray's log files
+under /tmp/ray/session_*/logs. `--verbose`, or VIDTEMPO_VERBOSE=1 in the environment of the
+driver (`ray job submit --runtime-env-json '{"env_vars": {"VIDTEMPO_VERBOSE": "1"}}'`), brings
+them back. This goes through Ray's own logging settings — Ray Train's `LoggingConfig`, Ray
+Data's `RAY_DATA_LOG_LEVEL`, the log levels of the loggers in Ray's worker processes — never by
+filtering printed text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+ENV = "VIDTEMPO_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def set_verbose(on: bool) -> None:
+    """For this process and what it starts (a local Ray instance, Tune trials)."""
+    os.environ[ENV] = "1" if on else "0"
+
+
+def log_level(on: bool | None = None) -> int:
+    return logging.INFO if (verbose() if on is None else on) else logging.WARNING
+
+
+def train_logging_config(on: bool | None = None):
+    """Ray Train's own log level for its controller and workers (RunConfig.logging_config)."""
+    import ray
+
+    return ray.LoggingConfig(log_level=logging.getLevelName(log_level(on)))
+
+
+def worker_env(on: bool | None = None) -> dict[str, str]:
+    """Environment for Ray's worker processes: Ray Data reads its log level from it."""
+    on = verbose() if on is None else on
+    return {"RAY_DATA_LOG_LEVEL": logging.getLevelName(log_level(on)), ENV: "1" if on else "0"}
+
+
+def quiet_auth_notice() -> None:
+    """Ray's once-per-start notice that it turned token authentication on (vidtempo's choice)."""
+    if not verbose():
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
+
+
+def quiet_worker(on: bool) -> None:
+    """In a Ray Train worker: Ray Train configures its root logger at INFO (its per-report lines
+    come through a logger named after its source file, which only the root's level governs),
+    and Ray Data logs each dataset's execution at INFO."""
+    level = log_level(on)
+    logging.getLogger().setLevel(level)
+    logging.getLogger("ray.data").setLevel(level)
+    # vidtempo turns Ray Data's progress bars off itself (data.pipeline.quiet); Ray Data warns
+    # once per process that they are off — about our own setting, so only when verbose
+    logging.getLogger("ray.data._internal.progress").setLevel(level if on else logging.ERROR)
