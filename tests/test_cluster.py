@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
-import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -45,9 +47,15 @@ def test_cluster_yaml_is_valid_and_installs_the_project_and_the_op():
     assert gpu["node_config"]["InstanceType"] in ("p4d.24xlarge", "p5.48xlarge")  # 8 GPUs
     assert gpu["min_workers"] == 0 and gpu["max_workers"] >= 1  # autoscaling
     assert head["node_config"]["InstanceType"].startswith("m5")  # a CPU head
+    # CPU-only decode nodes, autoscaled from 0, carrying the resource --decode-on asks for
+    decode = nodes["cpu-decode"]
+    assert decode["min_workers"] == 0 and decode["max_workers"] >= 1
+    assert decode["resources"]["decode"] > 0 and "GPU" not in decode["resources"]
+    assert decode["node_config"]["InstanceType"].startswith("c")  # compute-optimised
     assert cfg["provider"]["type"] == "aws"
     # every node gets the checkout and installs it with the project's pins ...
-    assert cfg["file_mounts"] == {"/home/ubuntu/vidtempo": "."}
+    assert cfg["file_mounts"] == {"/home/ubuntu/vidtempo": ".",
+                                  "/home/ubuntu/.vidtempo/secrets": "~/.vidtempo/secrets"}
     pyproject = (ROOT / "pyproject.toml").read_text()
     for cmds in (cfg["head_setup_commands"], cfg["worker_setup_commands"]):  # merged with setup_commands
         joined = "\n".join(cmds)
@@ -62,12 +70,24 @@ def test_cluster_yaml_is_valid_and_installs_the_project_and_the_op():
     # shared storage and the tracking server, given to every job driver on the head
     start = "\n".join(cfg["head_start_ray_commands"])
     assert "mlflow server" in start and "--host 0.0.0.0" in start
-    env = next(c for c in cfg["head_setup_commands"] if "> ~/vidtempo.env" in c)
+    env = next(c for c in cfg["head_setup_commands"] if ">> ~/vidtempo.env" in c)
     assert "VIDTEMPO_STORAGE=%s" in env and "s3://YOUR-BUCKET/" in env
     assert "VIDTEMPO_MLFLOW_URI=http://%s:5000" in env
     assert "source ~/vidtempo.env" in start
     assert "idle_worker_killing_time_threshold_ms" in start
     assert "$RAY_HEAD_IP:6379" in "\n".join(cfg["worker_start_ray_commands"])
+    # secure by default: token authentication on every node, the tracking server behind a
+    # login, the secrets from `vidtempo cluster-secrets` (none in this file)
+    assert "RAY_AUTH_MODE=disabled" not in text and "disabled" not in text
+    setup = "\n".join(cfg["setup_commands"])
+    assert "test -s ~/.vidtempo/secrets/ray_auth_token" in setup
+    assert "source ~/.vidtempo/secrets/cluster.env" in setup
+    for cmds in (cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]):
+        starts = [c for c in cmds if "ray start" in c]
+        assert starts and all(c.startswith("source ~/vidtempo.env;") for c in starts), starts
+    server = next(c for c in cfg["head_start_ray_commands"] if "nohup" in c)
+    assert "--app-name basic-auth" in server and "MLFLOW_AUTH_CONFIG_PATH=" in server
+    assert not re.search(r"(PASSWORD|TOKEN)=[^$\s]", text)  # only references, no values
     # placeholders only where the user's account is needed, each explained at the top
     placeholders = set(re.findall(r"YOUR-[A-Z0-9-]+", text))
     assert placeholders == {"YOUR-BUCKET", "YOUR-ACCOUNT-ID", "YOUR-CUDA13-AMI"}
@@ -79,8 +99,9 @@ def test_cluster_yaml_is_valid_and_installs_the_project_and_the_op():
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head with no CPUs (driver, Train controller) and three 1-CPU nodes."""
+def cluster(mlflow_server):
+    """A head with no CPUs (driver, Train controller) and three 1-CPU nodes, started after the
+    tracking server so that every node has its login in the environment, as on a cluster."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -102,7 +123,7 @@ def cluster():
 
 def cluster_cfg(shared, server, *extra):
     return config.load("tin_r18_synthetic", [
-        "run.batch_per_worker=4", "run.placement_strategy=STRICT_SPREAD",
+        "run.batch_per_worker=4", "run.placement_strategy=STRICT_SPREAD", "train.min_steps=null",
         f"run.storage_path=file://{shared / 'runs'}", f"run.mlflow_uri={server}",
         "run.experiment=cluster", *extra])  # fmt: skip
 
@@ -218,6 +239,9 @@ def test_doctor_checks_every_node(cluster, mlflow_server, tmp_path):
     cfg = cluster_cfg(tmp_path, mlflow_server)
     report = doctor.check(cfg, ROOT)
     assert report["ok"], report["problems"]
+    # token mode on every node, the dashboard asks for the token, the server for a login
+    assert report["security"] == "checked"
+    assert all(n["ray_auth"] == "token" for n in report["nodes"])
     assert len(report["nodes"]) == _alive() >= 3 and sum(n["head"] for n in report["nodes"]) == 1
     for n in report["nodes"]:
         assert n["vidtempo"] == "ok" and n["op"] and n["storage"] == "ok" and n["tracking"] == "ok"
@@ -235,6 +259,34 @@ def test_doctor_checks_every_node(cluster, mlflow_server, tmp_path):
     assert any("checkpoints would go to" in p for p in bad["problems"])
     down = doctor.check(config.override(cfg, {"run.mlflow_uri": "http://127.0.0.1:9"}))
     assert sum("tracking http://127.0.0.1:9" in p for p in down["problems"]) == _alive()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_doctor_reports_an_open_cluster(tmp_path):
+    """A head started with RAY_AUTH_MODE=disabled and a tracking server without a login:
+    `vidtempo doctor` names both (and the dashboard that takes jobs from anyone) and fails."""
+    from conftest import RayHead, start_mlflow_server, stop_process_group
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    head = RayHead(env, num_cpus=1)
+    server, url = start_mlflow_server(tmp_path, login=None)
+    try:
+        done = subprocess.run(
+            [str(bin_dir / "vidtempo"), "doctor", "--address", head.gcs,
+             "--config", "tin_r18_synthetic", "--workers", "1", "--mlflow-uri", url,
+             "--storage", f"file://{tmp_path / 'runs'}", "--working-dir", str(tmp_path)],
+            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    finally:
+        stop_process_group(server)
+        head.stop()
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "Ray runs without token authentication (RAY_AUTH_MODE=disabled)" in out, out
+    assert "answers the Jobs API without a token" in out, out
+    assert f"the tracking server {url} answers requests without a login" in out, out
 
 
 # ---- the zoo report and the MLflow UI ------------------------------------------------------
@@ -268,35 +320,43 @@ def test_zoo_compare_prints_and_logs_the_report(spread_run, mlflow_server, tmp_p
     assert logged == {"zoo_compare.md", "zoo_compare.png", "zoo_compare.json"}
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _page_text(url: str) -> str:
-    """The page as headless Chromium renders it (after its scripts ran), tags stripped."""
-    dom = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--virtual-time-budget=20000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
-    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", dom).split())
-
-
 @pytest.mark.browser
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed "
-                    "(.ci/run installs Debian's chromium; apt-get install chromium)")  # fmt: skip
-def test_mlflow_ui_shows_the_runs_and_the_zoo_tags(spread_run, mlflow_server):
+def test_mlflow_ui_shows_the_runs_and_the_zoo_tags(spread_run, mlflow_server, mlflow_server_db,
+                                                  page_text, capsys):  # fmt: skip
+    """The runs the cluster logged, in the MLflow UI. The tracking server asks for a login, which
+    headless Chromium cannot type: the pages come from `vidtempo ui` on the server's own SQLite
+    store, bound to 127.0.0.1 (what an admin on the head would open)."""
     from mlflow.tracking import MlflowClient
+
+    from vidtempo.cli import main as cli
+    from vidtempo.train.run import free_port
 
     _, res = spread_run
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("cluster").experiment_id
-    runs_page = _page_text(f"{mlflow_server}/#/experiments/{exp}/runs")
+    # `vidtempo ui` against a tracking server starts nothing: it checks it and prints the page
+    assert cli(["ui", "--mlflow-uri", mlflow_server, "--experiment", "cluster"]) == 0
+    url = capsys.readouterr().out.split("its runs: ")[1].strip()
+    assert url == f"{mlflow_server}/#/experiments/{exp}/runs"
+    port = free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "vidtempo"), "ui", "--mlflow-uri",
+                           mlflow_server_db, "--experiment", "cluster", "--port", str(port)],
+                          stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        local = next(line for line in ui.stdout if line.startswith("runs: ")).split()[1]
+        assert local == f"http://127.0.0.1:{port}/#/experiments/{exp}/runs"
+        _check_ui_pages(page_text, local, res["mlflow_run_id"])
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+
+
+def _check_ui_pages(page_text, runs_url: str, run_id: str) -> None:
+    runs_page = page_text(runs_url)
     assert "spread" in runs_page, runs_page[:2000]
-    run_page = _page_text(f"{mlflow_server}/#/experiments/{exp}/runs/{res['mlflow_run_id']}")
+    run_page = page_text(f"{runs_url}/{run_id}")
     zoo = config.load("tin_r50_1x1x8_40e_sthv1_rgb").reference.results[0]
     assert "zoo.top1" in run_page and str(zoo.top1) in run_page, run_page[:3000]
     assert "zoo.config" in run_page and "tin_r50_1x1x8_40e_sthv1_rgb" in run_page

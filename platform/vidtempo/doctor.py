@@ -9,7 +9,9 @@
    (and its CUDA kernel where the node has GPUs), GPUs, the storage root writable and readable,
    the MLflow tracking server answering;
 3. the multi-node rule of `fit`: a local storage path or a SQLite tracking URI on a run that
-   spans nodes.
+   spans nodes;
+4. on a cluster (not a local instance doctor starts itself): Ray's token authentication on
+   every node and on the dashboard, and a tracking server that refuses anonymous requests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import socket
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -67,8 +70,9 @@ def working_dir(path: str | Path, top: int = 5) -> dict:
     }  # fmt: skip
 
 
-def probe(root: str, uri: str) -> dict:
-    """Runs on one node: the op, the GPUs, storage and tracking as that node sees them."""
+def probe(root: str, uri: str, data: str | None = None) -> dict:
+    """Runs on one node: the op, the GPUs, storage and tracking as that node sees them, and
+    (with `data`) whether it can read the dataset's shards."""
     out = {"hostname": socket.gethostname(), "ip": ray.util.get_node_ip_address()}
     try:
         import torch
@@ -88,7 +92,72 @@ def probe(root: str, uri: str) -> dict:
     except Exception as exc:  # noqa: BLE001
         out["storage"] = f"FAIL: {type(exc).__name__}: {exc}"
     out["tracking"] = check_tracking(uri)
+    out["ray_auth"] = ray_auth_mode()
+    if data:
+        out["data"] = check_data_readable(data)
     return out
+
+
+def check_data_readable(data: str) -> str:
+    """The train split's manifest and first shard, read as a decode task would read them."""
+    import json
+
+    try:
+        raw = ckpt.read_bytes(ckpt.join(data, "train", "manifest.json"))
+        if raw is None:
+            return f"FAIL: no train/manifest.json under {data}"
+        manifest = json.loads(raw)
+        first = manifest["shards"][0]["file"]
+        size = len(ckpt.read_bytes(ckpt.join(data, "train", first)) or b"")
+        return f"ok ({manifest['num_videos']} videos; {first} {size / 2**20:.1f} MiB read)"
+    except Exception as exc:  # noqa: BLE001 - reported: this is the diagnosis
+        return f"FAIL: {type(exc).__name__}: {exc}"
+
+
+def ray_auth_mode() -> str:
+    """'token' or 'disabled': the authentication mode of the Ray node this process belongs to."""
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    return "token" if get_authentication_mode() == AuthenticationMode.TOKEN else "disabled"
+
+
+def anonymous_status(url: str, data: bytes | None = None) -> int:
+    """The HTTP status an unauthenticated request gets (0: no answer)."""
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def check_security(uri: str, dashboard_url: str | None) -> list[str]:
+    """Problems of a cluster open to whoever reaches it: Ray's dashboard / Jobs API without a
+    token (anyone may submit a job: run code on every node) and a tracking server that takes
+    anonymous requests."""
+    problems = []
+    if dashboard_url:
+        url = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
+        status = anonymous_status(f"{url.rstrip('/')}/api/jobs/")
+        if status == 200:
+            problems.append(
+                f"Ray's dashboard {url} answers the Jobs API without a token (HTTP 200): anyone "
+                "who reaches port 8265 can run code on every node. Start every node with "
+                "RAY_AUTH_MODE=token and the same token (cluster.yaml does: `vidtempo "
+                "cluster-secrets`, then `ray up cluster.yaml`)")  # fmt: skip
+    if uri.startswith(("http://", "https://")):
+        status = anonymous_status(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+                                  data=b'{"max_results": 1}')  # fmt: skip
+        if status == 200:
+            problems.append(
+                f"the tracking server {uri} answers requests without a login (HTTP 200 to an "
+                "anonymous experiments/search): run it as `mlflow server --app-name basic-auth` "
+                "(cluster.yaml does) and give drivers and workers MLFLOW_TRACKING_USERNAME / "
+                "MLFLOW_TRACKING_PASSWORD")  # fmt: skip
+    return problems
 
 
 def check_tracking(uri: str) -> str:
@@ -107,7 +176,9 @@ def check_tracking(uri: str) -> str:
 
 
 def check(cfg: Config, working: str | Path | None = None, address: str | None = None,
-          timeout_s: float = 180) -> dict:  # fmt: skip
+          timeout_s: float = 180, data: str | None = None) -> dict:  # fmt: skip
+    """`data`: the dataset a run will read (a path every node sees, or an s3:// / gs:// URI);
+    the nodes that decode — those carrying run.decode_resource, else all — must read it."""
     report: dict = {"ok": True, "problems": []}
     if working is not None:
         report["working_dir"] = wd = working_dir(working)
@@ -120,19 +191,29 @@ def check(cfg: Config, working: str | Path | None = None, address: str | None = 
     root, uri = storage_root(cfg), tracking.resolve_uri(cfg)
     report.update(storage=root, tracking=uri, spans=spans_nodes(cfg))
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    # this machine's own one-node instance (vidtempo binds its dashboard to 127.0.0.1) is not a
+    # cluster: the authentication checks are for clusters others can reach
+    local = not (address or os.environ.get("RAY_ADDRESS")) and len(nodes) == 1
+    decode = cfg.run.decode_resource
+    decoders = {n["NodeID"] for n in nodes if not decode or n["Resources"].get(decode)}
+    if decode and not decoders:
+        report["problems"].append(
+            f"no alive node carries the decode resource '{decode}' (run.decode_resource): start "
+            "the cpu-decode nodes (cluster.yaml) or drop --decode-on")  # fmt: skip
     probes = {}
     for n in nodes:
         strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
             n["NodeID"], soft=False)  # fmt: skip
+        reads = data if data and n["NodeID"] in decoders else None
         probes[n["NodeID"]] = ray.remote(probe).options(
-            num_cpus=0, scheduling_strategy=strategy, max_retries=0).remote(root, uri)  # fmt: skip
+            num_cpus=0, scheduling_strategy=strategy, max_retries=0).remote(root, uri, reads)  # fmt: skip
     deadline = time.monotonic() + timeout_s
     rows = []
     for n in nodes:
         res = n["Resources"]
         row = {"node_id": n["NodeID"], "ip": n.get("NodeManagerAddress", "?"),
                "head": "node:__internal_head__" in res, "cpus": res.get("CPU", 0),
-               "gpus": res.get("GPU", 0)}  # fmt: skip
+               "gpus": res.get("GPU", 0), "decode": bool(decode and res.get(decode))}  # fmt: skip
         try:
             row.update(ray.get(probes[n["NodeID"]], timeout=max(1, deadline - time.monotonic())))
         except Exception as exc:  # noqa: BLE001
@@ -151,17 +232,33 @@ def check(cfg: Config, working: str | Path | None = None, address: str | None = 
                 f"{where} has {row['gpus']:g} GPUs but the op has no CUDA kernel: rebuild with "
                 "CUDA_HOME=/usr/local/cuda VIDTEMPO_BUILD_CUDA=1 pip install --no-build-isolation -e ."
             )
-        for what in ("storage", "tracking"):
+        for what in ("storage", "tracking", "data"):
             if str(row.get(what, "")).startswith("FAIL"):
-                target = root if what == "storage" else uri
+                target = {"storage": root, "tracking": uri, "data": data}[what]
                 report["problems"].append(f"{where}: {what} {target}: {row[what]}")
+        if not local and row.get("ray_auth") == "disabled":
+            report["problems"].append(
+                f"{where}: Ray runs without token authentication (RAY_AUTH_MODE=disabled): set "
+                "RAY_AUTH_MODE=token before `ray start` on every node (cluster.yaml's "
+                "~/vidtempo.env does)")  # fmt: skip
     report["nodes"] = rows
+    # a local instance doctor started itself is this machine's own business (bound to 127.0.0.1)
+    report["security"] = "local instance: not checked" if local else "checked"
+    if not local:
+        report["problems"] += check_security(uri, _dashboard_url())
     try:
         check_cluster(cfg, root, uri)
     except ConfigError as exc:
         report["problems"].append(str(exc))
     report["ok"] = not report["problems"]
     return report
+
+
+def _dashboard_url() -> str | None:
+    try:
+        return ray._private.worker.global_worker.node.address_info.get("webui_url")
+    except AttributeError:  # a client connection has no local node
+        return None
 
 
 def render(report: dict) -> str:
@@ -177,16 +274,18 @@ def render(report: dict) -> str:
                   ""]  # fmt: skip
     rows = report["nodes"]
     lines += [f"cluster: {len(rows)} node(s); storage {report['storage']}; tracking "
-              f"{report['tracking']}", "",
+              f"{report['tracking']}; security: {report.get('security', '?')}", "",
               "| node | role | CPUs | GPUs | vidtempo | tin_shift op | CUDA kernel | storage | "
-              "tracking |", "|---|---|---:|---:|---|---|---|---|---|"]  # fmt: skip
+              "tracking | Ray auth | data |", "|---|---|---:|---:|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(
-            f"| {r['ip']} ({r.get('hostname', '?')}) | {'head' if r['head'] else 'worker'} | "
+            f"| {r['ip']} ({r.get('hostname', '?')}) | "
+            f"{'head' if r['head'] else ('decode' if r.get('decode') else 'worker')} | "
             f"{r['cpus']:g} | {r['gpus']:g} | {r.get('vidtempo')} | "
             f"{'built' if r.get('op') else 'MISSING'} | "
             f"{'yes' if r.get('op_cuda') else ('MISSING' if r['gpus'] else 'no (no GPU)')} | "
-            f"{r.get('storage')} | {r.get('tracking')} |"
+            f"{r.get('storage')} | {r.get('tracking')} | {r.get('ray_auth', '?')} | "
+            f"{r.get('data', '-')} |"
         )
     lines.append("")
     if report["problems"]:
