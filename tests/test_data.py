@@ -18,6 +18,7 @@ import torch
 from vidtempo import config as C
 from vidtempo.config import CropConfig, PipelineConfig, SamplerConfig
 from vidtempo.data import augment as A
+from vidtempo.data import synthetic
 from vidtempo.data.convert import Options
 from vidtempo.data.decode import decode_video
 from vidtempo.data.prepare import prepare_videos
@@ -258,7 +259,7 @@ def _rows(data_dir):
 
 def _tin_cfg():
     return C.override(C.load("tin_r50_1x1x8_40e_sthv1_rgb"),
-                      {"model.num_classes": 8, "data.train.flip_ratio": 0.5})  # fmt: skip
+                      {"model.num_classes": 12, "data.train.flip_ratio": 0.5})  # fmt: skip
 
 
 def test_two_epochs_differ_and_a_seed_reproduces(synthetic_data):
@@ -309,7 +310,7 @@ def test_ray_pipeline_streams_epochs_and_checks_classes(ray_session, synthetic_d
     assert inputs.dtype == torch.uint8 and inputs.shape[1:] == (8, 3, 224, 224)
     assert batch["video_id"].dtype.kind in "UO"  # kept for video-level metrics
     wrong = C.override(cfg, {"model.num_classes": 174})
-    with pytest.raises(DataError, match="holds 8 classes.*num_classes=174"):
+    with pytest.raises(DataError, match="holds 12 classes.*num_classes=174"):
         pipeline.build(synthetic_data / "val", wrong, "val")
 
 
@@ -389,3 +390,41 @@ def test_reencode_to_a_short_side_and_keyframe_interval(tmp_path):
         keys = [f.key_frame for f in c.decode(video=0)]
     assert len(keys) == 120 and sum(keys) >= 120 // 8
     assert decode_video(row["video"], np.array([0, 119])).shape == (2, 3, 72, 88)
+
+
+# ---- the synthetic temporal dataset ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forward, backward", synthetic.TEMPORAL_PAIRS)
+def test_each_pair_is_one_clip_played_backwards(forward, backward):
+    """Same draws → the backwards class is the forwards clip reversed, frame for frame: the two
+    classes' clips are equally likely, so their frames have one distribution; only the order
+    differs (and it does differ: no clip is its own reverse)."""
+    for i in range(4):
+        a = synthetic.render(forward, np.random.default_rng([7, forward, i]), frames=20, size=36)
+        b = synthetic.render(backward, np.random.default_rng([7, forward, i]), frames=20, size=36)
+        assert a.shape == (20, 36, 36, 3) and a.dtype == np.uint8
+        np.testing.assert_array_equal(b, a[::-1])
+        assert not np.array_equal(a, a[::-1])
+
+
+def test_appearance_classes_and_class_list():
+    assert len(synthetic.CLASSES) == 12
+    paired = [c for p in synthetic.TEMPORAL_PAIRS for c in p]
+    assert sorted(paired + synthetic.APPEARANCE_CLASSES) == list(range(12))
+    with pytest.raises(ValueError, match="label must be in"):
+        synthetic.render(12, np.random.default_rng(0))
+
+
+def test_synthetic_clips_decode_to_the_same_pixels_every_time_and_backwards():
+    """The encoding is lossless: two encodes of one clip decode to the same frames, and the
+    backwards class decodes to the forward clip's frames reversed — the pair differs in order
+    only, also after compression (a lossy encoder's errors depend on the order)."""
+    idx = np.arange(16)
+    rng = np.random.default_rng([3, 0])
+    clip = synthetic.render(10, rng, frames=16, size=40)
+    first = decode_video(synthetic.encode_mp4(clip), idx)
+    assert torch.equal(first, decode_video(synthetic.encode_mp4(clip), idx))
+    backwards = synthetic.render(11, np.random.default_rng([3, 0]), frames=16, size=40)
+    assert torch.equal(decode_video(synthetic.encode_mp4(backwards), idx), first.flip(0))
+    assert (first.permute(0, 2, 3, 1).int() - torch.from_numpy(clip).int()).abs().float().mean() < 3

@@ -1,15 +1,27 @@
-"""A synthetic temporal dataset: short mp4 clips whose paired classes differ only in the order
-of their frames, plus a few classes that differ in appearance.
+"""A synthetic temporal dataset: short clips whose paired classes differ only in the order of
+their frames, plus classes that differ only in appearance.
 
-Each pair is made by rendering one motion and, for the second class, playing an independently
-drawn clip of the same motion backwards: the two classes have exactly the same distribution of
-frames, so a model that averages per-frame features (TSN) sits at chance on every pair, while a
-temporal model (TSM, TIN, TANet, TPN) can tell them apart.
+Each pair is made by rendering one motion or sequence of events and, for the second class,
+playing an independently drawn clip of it backwards: the two classes have exactly the same
+distribution of frames (`render(b, rng)` is `render(a, rng)` reversed, for the same draws), so a
+model that averages per-frame features (TSN) sits at chance on every pair, while a temporal
+model (TSM, TIN, TANet, TPN) can tell them apart. Five families of pairs:
+
+    translation   a square crossing the frame left → right / right → left
+    scale         a disc growing / shrinking
+    rotation      a bar turning clockwise / anticlockwise (no single frame shows which way)
+    event order   a square flashes, then a disc / the disc, then the square
+    texture flow  a full-frame texture expanding / contracting (no object, no edge)
+
+and two appearance-only classes (a still ring, a still cross: shapes no other class shows) that any
+model, TSN included, should get right.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,10 +34,31 @@ CLASSES = [
     "disc receding",  # = class 2 played backwards
     "bar rotating clockwise",
     "bar rotating anticlockwise",  # = class 4 played backwards
-    "still square",
-    "still disc",
+    "still ring",  # shapes no other class shows: appearance alone tells these two
+    "still cross",
+    "square flashes, then disc",
+    "disc flashes, then square",  # = class 8 played backwards
+    "texture expanding",
+    "texture contracting",  # = class 10 played backwards
 ]
-TEMPORAL_PAIRS = [(0, 1), (2, 3), (4, 5)]
+TEMPORAL_PAIRS = [(0, 1), (2, 3), (4, 5), (8, 9), (10, 11)]
+APPEARANCE_CLASSES = [6, 7]
+BACKWARDS = {b: a for a, b in TEMPORAL_PAIRS}  # class → the class it is the reverse of
+# Bumped whenever a class renders differently: clips and shards of another version (or of other
+# frames/size/seed) are made again instead of being reused under the new class names.
+GENERATOR_VERSION = 4
+STAMP = "generator.json"
+
+
+def stamp(frames: int, size: int, seed: int) -> dict:
+    return {"version": GENERATOR_VERSION, "classes": CLASSES, "frames": frames, "size": size,
+            "seed": seed}  # fmt: skip
+
+
+def is_current(root: str | Path, frames: int, size: int, seed: int) -> bool:
+    """Were the clips under root made by this generator with these settings?"""
+    path = Path(root) / STAMP
+    return path.exists() and json.loads(path.read_text()) == stamp(frames, size, seed)
 
 
 def _canvas(rng, frames, size):
@@ -47,6 +80,21 @@ def _disc(img, cx, cy, r, color):
     img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = color
 
 
+def _ring(img, cx, cy, r, color):
+    size = img.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size]
+    d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+    img[(d2 <= r * r) & (d2 >= (0.55 * r) ** 2)] = color
+
+
+def _cross(img, cx, cy, half, color):
+    size = img.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size]
+    dx, dy = np.abs(xx - cx), np.abs(yy - cy)
+    arm = 0.3 * half
+    img[((dx <= half) & (dy <= arm)) | ((dy <= half) & (dx <= arm))] = color
+
+
 def _bar(img, cx, cy, angle, length, width, color):
     size = img.shape[0]
     yy, xx = np.mgrid[0:size, 0:size]
@@ -56,9 +104,48 @@ def _bar(img, cx, cy, angle, length, width, color):
     img[(np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)] = color
 
 
+def _events(video, rng, color, t):
+    """A square visible during one stretch of the clip, then a disc during a later one, each
+    at its own random place; the background is the same before, between and after."""
+    size = video.shape[1]
+    a0 = rng.uniform(0.05, 0.15)
+    a1 = a0 + rng.uniform(0.25, 0.35)
+    b0 = a1 + rng.uniform(0.1, 0.2)
+    b1 = min(b0 + rng.uniform(0.25, 0.35), 0.95)
+    (sx, sy), (dx, dy) = rng.uniform(0.25, 0.75, size=(2, 2)) * size
+    other = rng.uniform(150, 255, size=3) * rng.permutation([1.0, 0.6, 0.3])
+    half, r = rng.uniform(0.12, 0.18) * size, rng.uniform(0.12, 0.18) * size
+    for i in range(len(video)):
+        if a0 <= t[i] <= a1:
+            _square(video[i], sx, sy, half, color)
+        if b0 <= t[i] <= b1:
+            _disc(video[i], dx, dy, r, other)
+
+
+def _texture_flow(video, rng, color, t):
+    """A sum of random gratings seen through a zoom that grows from 1x to 2-2.5x about a random
+    centre: the texture flows outwards (played backwards: inwards)."""
+    frames, size = video.shape[:2]
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    cx, cy = rng.uniform(0.35, 0.65, size=2)
+    end_zoom = rng.uniform(2.0, 2.5)
+    waves = [(rng.uniform(2, 5), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)) for _ in range(3)]
+    dark = rng.uniform(20, 90, size=3)
+    for i in range(frames):
+        zoom = end_zoom ** t[i]
+        u, v = (xx - cx) / zoom, (yy - cy) / zoom
+        f = sum(np.cos(2 * np.pi * fr * (u * np.cos(th) + v * np.sin(th)) + ph)
+                for fr, th, ph in waves) / 3  # fmt: skip
+        mix = (0.5 + 0.5 * f)[..., None]
+        video[i] = np.clip(dark + (color - dark) * mix + rng.normal(0, 4, size=mix.shape), 0, 255)
+
+
 def render(label: int, rng: np.random.Generator, frames: int = 32, size: int = 64) -> np.ndarray:
-    """(frames, size, size, 3) uint8 for one clip of class `label`."""
-    forward = {1: 0, 3: 2, 5: 4}.get(label, label)
+    """(frames, size, size, 3) uint8 for one clip of class `label`. A backwards class is its
+    forward class rendered from the same draws of `rng`, frames reversed."""
+    if not 0 <= label < len(CLASSES):
+        raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
+    forward = BACKWARDS.get(label, label)
     video = _canvas(rng, frames, size)
     color = rng.uniform(150, 255, size=3) * rng.permutation([1.0, 0.6, 0.3])
     t = np.linspace(0, 1, frames)
@@ -78,21 +165,29 @@ def render(label: int, rng: np.random.Generator, frames: int = 32, size: int = 6
         sweep = rng.uniform(0.8, 1.2) * np.pi  # image y points down: + angle turns clockwise
         for i in range(frames):
             _bar(video[i], size / 2, size / 2, start + sweep * t[i], 0.7 * size, 0.12 * size, color)
+    elif forward == 8:
+        _events(video, rng, color, t)
+    elif forward == 10:
+        _texture_flow(video, rng, color, t)
     else:
-        cx, cy = rng.uniform(0.35, 0.65, size=2) * size
-        extent = rng.uniform(0.15, 0.25) * size
-        for i in range(frames):
+        cx, cy = rng.uniform(0.4, 0.6, size=2) * size
+        extent = rng.uniform(0.28, 0.36) * size  # larger than the moving shapes, so the shape
+        for i in range(frames):  # shows even at the 1/4 resolution of a ResNet stem
             jx, jy = rng.normal(0, 0.5, size=2)
             if forward == 6:
-                _square(video[i], cx + jx, cy + jy, extent, color)
+                _ring(video[i], cx + jx, cy + jy, extent, color)
             else:
-                _disc(video[i], cx + jx, cy + jy, extent, color)
+                _cross(video[i], cx + jx, cy + jy, extent, color)
     if forward != label:
         video = video[::-1]
     return np.ascontiguousarray(video.astype(np.uint8))
 
 
 def encode_mp4(video: np.ndarray, fps: int = 16) -> bytes:
+    """Lossless H.264 (qp 0) in yuv420p: the decoded frames are the rendered frames in 4:2:0,
+    whatever x264 decides. Lossy x264 (crf, with its macroblock-tree lookahead) gave different
+    bytes — and pixels off by up to 36 — for the same frames from one encode to the next, and
+    its errors depend on the order of the frames, which the backwards classes must not leak."""
     import av
 
     buf = io.BytesIO()
@@ -100,11 +195,16 @@ def encode_mp4(video: np.ndarray, fps: int = 16) -> bytes:
         stream = out.add_stream("libx264", rate=Fraction(fps))
         stream.height, stream.width = video.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+        stream.options = {"qp": "0", "preset": "ultrafast"}
         for arr in video:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")))
         out.mux(stream.encode())
     return buf.getvalue()
+
+
+def _write_clip(job: tuple) -> None:
+    path, label, key, frames, size = job
+    Path(path).write_bytes(encode_mp4(render(label, np.random.default_rng(key), frames, size)))
 
 
 def generate(
@@ -113,26 +213,40 @@ def generate(
     frames: int = 32,
     size: int = 64,
     seed: int = 0,
+    workers: int = 1,
 ) -> dict[str, Path]:
-    """Write videos/<split>/*.mp4, <split>_list.txt (`path label`) and classes.txt under root.
-    Returns the list file of each split."""
+    """Write videos/<split>/*.mp4, <split>_list.txt (`path label`) and classes.txt under root,
+    rendering and encoding in `workers` processes. Returns the list file of each split. Every
+    clip is drawn from its own generator, seeded by (seed, split, label, index)."""
     root = Path(root)
     per_class = videos_per_class or {"train": 24, "val": 8}
     lists = {}
-    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    if (root / "videos").exists() and not is_current(root, frames, size, seed):
+        shutil.rmtree(root / "videos")  # another generator's clips: not reusable
+    root.mkdir(parents=True, exist_ok=True)
+    (root / STAMP).write_text(json.dumps(stamp(frames, size, seed)))
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    jobs = []
     for s, (split, n) in enumerate(sorted(per_class.items())):
         folder = root / "videos" / split
         folder.mkdir(parents=True, exist_ok=True)
         lines = []
         for label in range(len(CLASSES)):
             for i in range(n):
-                rng = np.random.default_rng([seed, s, label, i])
                 name = f"{label}_{i:04d}.mp4"
-                path = folder / name
-                if not path.exists():
-                    path.write_bytes(encode_mp4(render(label, rng, frames, size)))
+                if not (folder / name).exists():
+                    jobs.append((str(folder / name), label, [seed, s, label, i], frames, size))
                 lines.append(f"{split}/{name} {label}")
         lists[split] = root / f"{split}_list.txt"
         lists[split].write_text("\n".join(lines) + "\n")
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawned, not forked: the caller may hold torch's OpenMP threads
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_write_clip, jobs, chunksize=8))
+    else:
+        for job in jobs:
+            _write_clip(job)
     return lists

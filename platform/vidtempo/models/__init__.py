@@ -26,41 +26,41 @@ from vidtempo.models.tpn import TPN
 from vidtempo.models.tsm import TemporalShift
 
 
-def _tsm_head(m: ModelConfig) -> TSMHead:
-    return TSMHead(
-        2048 if m.depth >= 50 else 512, m.num_classes, m.num_segments, m.dropout, m.init_std
-    )
+def _tsm_head(m: ModelConfig, backbone: ResNet) -> TSMHead:
+    return TSMHead(backbone.out_channels, m.num_classes, m.num_segments, m.dropout, m.init_std)
+
+
+def _resnet(m: ModelConfig, **kwargs) -> ResNet:
+    return ResNet(m.depth, width=m.width, stem=m.stem, **kwargs)
 
 
 def tsn_r50(m: ModelConfig) -> nn.Module:
     """TSN: a plain 2D ResNet, frames averaged by the head."""
-    return Recognizer2D(ResNet(m.depth), _tsm_head(m), m.num_segments, m.average_clips)
+    backbone = _resnet(m)
+    return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
 def tsm_r50(m: ModelConfig) -> nn.Module:
     """TSM: a temporal shift of C/shift_div channels each way on every block's residual input."""
-    backbone = ResNet(
-        m.depth, temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div)
-    )
-    return Recognizer2D(backbone, _tsm_head(m), m.num_segments, m.average_clips)
+    backbone = _resnet(m, temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div))
+    return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
 def tin_r50(m: ModelConfig) -> nn.Module:
     """TIN: a learned temporal interlace of C/shift_div channels on every block's residual input."""
-    backbone = ResNet(
-        m.depth, temporal=lambda cin, planes, i: TemporalInterlace(cin, m.num_segments, m.shift_div)
+    backbone = _resnet(
+        m, temporal=lambda cin, planes, i: TemporalInterlace(cin, m.num_segments, m.shift_div)
     )
-    return Recognizer2D(backbone, _tsm_head(m), m.num_segments, m.average_clips)
+    return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
 def tanet_r50(m: ModelConfig) -> nn.Module:
     """TANet: a TAM after conv1 of every Bottleneck."""
-    backbone = ResNet(
-        m.depth,
-        temporal=lambda cin, planes, i: TAM(planes, m.num_segments),
+    backbone = _resnet(
+        m, temporal=lambda cin, planes, i: TAM(planes, m.num_segments),
         temporal_position="after_conv1",
-    )
-    return Recognizer2D(backbone, _tsm_head(m), m.num_segments, m.average_clips)
+    )  # fmt: skip
+    return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
 def _tpn_parts(m: ModelConfig) -> tuple[TPN, TPNHead]:
@@ -71,11 +71,10 @@ def _tpn_parts(m: ModelConfig) -> tuple[TPN, TPNHead]:
 
 def tpn_tsm_r50(m: ModelConfig) -> nn.Module:
     """TPN on a TSM ResNet-50 (res4 and res5 reshaped to NCTHW)."""
-    backbone = ResNet(
-        m.depth,
-        temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div),
+    backbone = _resnet(
+        m, temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div),
         out_indices=(2, 3),
-    )
+    )  # fmt: skip
     neck, head = _tpn_parts(m)
     return Recognizer2D(backbone, head, m.num_segments, m.average_clips, neck=neck)
 

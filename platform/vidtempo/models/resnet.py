@@ -19,6 +19,7 @@ from torch import nn
 TemporalFactory = Callable[[int, int, int], nn.Module | None]
 
 STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+STEMS = ("imagenet", "small")
 
 
 class Bottleneck(nn.Module):
@@ -114,19 +115,28 @@ class ResNet(nn.Module):
         temporal: TemporalFactory | None = None,
         temporal_position: str = "input",
         out_indices: tuple[int, ...] = (3,),
+        width: int = 64,
+        stem: str = "imagenet",
     ):
         super().__init__()
         if depth not in STAGES:
             raise ValueError(f"ResNet depth must be one of {sorted(STAGES)}, got {depth}")
+        if stem not in STEMS:
+            raise ValueError(f"ResNet stem must be one of {sorted(STEMS)}, got {stem!r}")
         block = Bottleneck if depth >= 50 else BasicBlock
         self.depth = depth
         self.out_indices = out_indices
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        if stem == "imagenet":  # 7x7/2 conv + 3x3/2 max pool: features at 1/4 of the input
+            self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        else:  # "small": 3x3/1 conv, no pool (CIFAR ResNets): features at the input's size
+            self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        inplanes, index = 64, 0
-        for i, (blocks, planes) in enumerate(zip(STAGES[depth], (64, 128, 256, 512))):
+        inplanes, index = width, 0
+        stage_planes = (width, 2 * width, 4 * width, 8 * width)
+        for i, (blocks, planes) in enumerate(zip(STAGES[depth], stage_planes)):
             layers = []
             for b in range(blocks):
                 stride = 2 if (b == 0 and i > 0) else 1

@@ -8,6 +8,7 @@ from torch import nn
 from vidtempo.ops import tin_shift
 
 OFFSET_BIAS = 0.5108  # sigmoid(0.5108) = 0.625, so offsets start at 4 * (0.625 - 0.5) = 0.5
+OFFSET_INIT = 0.5
 
 
 class OffsetNet(nn.Module):

@@ -24,20 +24,22 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vidtempo import config, metrics, models, tracking
+from vidtempo import config, metrics, models, tracking, verbosity
 from vidtempo.config import Config, ModelConfig
+from vidtempo.models.diagnostics import TemporalProbe, offset_histograms
 from vidtempo.models.recognizer import Recognizer3D
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.optim import build_optimizer, set_lr
 from vidtempo.train.schedule import lr_at
+from vidtempo.train.step import masked_cross_entropy, norm_tensors, normalise
 
 PROGRESS_EVERY_S = 30.0
 
 
 def train_loop_per_worker(job: dict) -> None:
+    verbosity.quiet_worker(job.get("verbose", False))
     cfg = config.from_dict(job["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -74,10 +76,14 @@ def train_loop_per_worker(job: dict) -> None:
             say(f"[{job['name']}] resumed after epoch {start_epoch} (step {it})")
     ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     nodes = metrics.gather(ray.get_runtime_context().get_node_id())  # where each rank runs
+    numerics = metrics.gather(numerics_of(device))  # what a run's last bits depend on
     if rank == 0:
         tracking.set_tags(job["mlflow_uri"], job["mlflow_run_id"],
-                          {"vidtempo.worker_nodes": json.dumps(nodes)})  # fmt: skip
+                          {"vidtempo.worker_nodes": json.dumps(nodes),
+                           "vidtempo.numerics": json.dumps(sorted(set(numerics)))})  # fmt: skip
     trainable = [p for p in model.parameters() if p.requires_grad]
+    progress = rank == 0 and job.get("progress", True)  # one line per epoch, from rank 0
+    probe = TemporalProbe(model)  # TIN offsets/gates, TAM kernel asymmetry (no hooks otherwise)
     best = ckpt.BestK(job["run_dir"], cfg.run.keep_best, cfg.eval.metric, cfg.eval.mode)
     mean, std = norm_tensors(cfg, device)
 
@@ -90,6 +96,7 @@ def train_loop_per_worker(job: dict) -> None:
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         reasons: list[str] = []
         last_print = t_epoch
+        probe.start()
         for step in range(steps):
             t = time.perf_counter()
             b = next(stream)
@@ -112,7 +119,7 @@ def train_loop_per_worker(job: dict) -> None:
             if not b["ok"].all():
                 bad += int((~b["ok"]).sum())
                 reasons += [f"{v}: {e}" for v, e in zip(b["video_id"][~b["ok"]], b["error"][~b["ok"]])]
-            if rank == 0 and time.perf_counter() - last_print > PROGRESS_EVERY_S:
+            if progress and time.perf_counter() - last_print > PROGRESS_EVERY_S:
                 last_print = time.perf_counter()
                 rate = world * seen / (last_print - t_epoch)
                 left = (steps - step - 1) * world * batch / rate
@@ -122,7 +129,8 @@ def train_loop_per_worker(job: dict) -> None:
         train_s = time.perf_counter() - t_epoch
         loss_sum, seen, bad, waited = all_reduce_sum([loss_sum.item(), seen, bad, waited])
         m = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr, "clips_per_s": seen / train_s,
-             "data_wait_frac": waited / world / train_s, "bad_clips": bad}  # fmt: skip
+             "data_wait_frac": waited / world / train_s, "bad_clips": bad,
+             **probe.stop()}  # fmt: skip
         if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
             t = time.perf_counter()
             m.update(evaluate(model, ray.train.get_dataset_shard(f"val_{rank}"), cfg, "val",
@@ -142,11 +150,12 @@ def train_loop_per_worker(job: dict) -> None:
                      "config": config.dump_yaml(cfg), "metrics": m}  # fmt: skip
             elapsed = time.perf_counter() - started
             eta = elapsed / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
-            say(progress_line(job["name"], m, epochs, eta))
+            if progress:
+                say(progress_line(job["name"], m, epochs, eta))
             if reasons:
                 say(f"[{job['name']}] skipped {bad} clips this epoch that could not be decoded, "
                     f"e.g. {reasons[0]}")
-            if m["data_wait_frac"] > 0.3:
+            if m["data_wait_frac"] > 0.3 and epoch > start_epoch:  # the first: stream start-up
                 say(f"[{job['name']}] WARNING: training is data-bound: "
                     f"{m['data_wait_frac']:.0%} of step time waiting for data; give Ray Data "
                     "more CPUs (run.data_cpus_per_worker) or store smaller frames")
@@ -160,21 +169,31 @@ def train_loop_per_worker(job: dict) -> None:
                                 mlflow_run_id=job["mlflow_run_id"])  # fmt: skip
 
     # ---- the config's test protocol, once training is done -----------------------------------
+    probe.start(collect=True)  # every test view's TIN offsets, for the histograms
     test = evaluate(model, ray.train.get_dataset_shard(f"test_{rank}"), cfg, "test", batch,
                     device, cuda, per_class=True)  # fmt: skip
+    probe.stop()
     per_class = test.pop("per_class")
     if rank == 0:
         tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], test, step=epochs)
         tracking.log_dict(job["mlflow_uri"], job["mlflow_run_id"], per_class,
                           "test_per_class_top1.json")  # fmt: skip
-        say(f"[{job['name']}] test: "
-            + "  ".join(f"{k} {v:.2f}" for k, v in test.items() if "/top" in k))
+        offsets = probe.collected_offsets()
+        if offsets:
+            title = f"{job['name']}: TIN offsets per block on rank 0's test views (dashed: 0.5)"
+            tracking.log_figure(job["mlflow_uri"], job["mlflow_run_id"],
+                                offset_histograms(offsets, title), "tin_offsets.png")  # fmt: skip
+        if progress:
+            say(f"[{job['name']}] test: "
+                + "  ".join(f"{k} {v:.2f}" for k, v in test.items() if "/top" in k))
+    probe.close()
     # the last epoch's metrics ride along: a Tune scheduler expects its metric in every report
     ray.train.report({**last, **test})
 
 
 def eval_loop_per_worker(job: dict) -> None:
     """`vidtempo evaluate`: load weights, score this worker's shard, merge, report."""
+    verbosity.quiet_worker(job.get("verbose", False))
     cfg = config.from_dict(job["config"])
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
@@ -205,36 +224,29 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
+def numerics_of(device: torch.device) -> str:
+    """What decides a run's floating-point results besides its config and seed: the device
+    (CPU model and the instruction set torch's kernels dispatch to, or the GPU), the threads
+    of this worker's torch, and the versions of torch and of the video decoder."""
+    from vidtempo.bench import cpu_name
+
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)} cuda {torch.version.cuda}"
+    else:
+        where = f"{cpu_name()} {torch.backends.cpu.get_cpu_capability()}"
+    try:
+        import decord
+
+        decoder = f"decord {decord.__version__}"
+    except ImportError:
+        decoder = "no decord"
+    return f"{where}; {torch.get_num_threads()} threads; torch {torch.__version__}; {decoder}"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def norm_tensors(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """mean/std shaped to broadcast over the channel axis of the inputs' format."""
-    shape = (1, 1, 3, 1, 1) if cfg.data.train.format == "NCHW" else (1, 1, 3, 1, 1, 1)
-    mean = torch.tensor(cfg.data.mean, device=device).view(shape)
-    std = torch.tensor(cfg.data.std, device=device).view(shape)
-    return mean, std
-
-
-def normalise(inputs: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-              channels_last: bool = False) -> torch.Tensor:  # fmt: skip
-    """uint8 clips → normalised float32 on the device: (B, V*T, 3, H, W) for 2D models,
-    (B, V, 3, T, H, W) for 3D; only the uint8 tensor crosses to the device."""
-    x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device, non_blocking=True)
-    x = (x.float() - mean) / std
-    if channels_last:  # channels innermost, so the backbone's (B*V*T, 3, H, W) is NHWC
-        x = x.movedim(2, -1).contiguous().movedim(-1, 2)
-    return x
-
-
-def masked_cross_entropy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor):
-    """Mean cross-entropy over the rows that decoded (bad rows are zeros and do not count;
-    every worker still takes the step, so DDP stays in lock-step)."""
-    per_row = F.cross_entropy(scores, labels, reduction="none")
-    return (per_row * ok).sum() / ok.sum().clamp(min=1)
 
 
 def set_train_mode(model: nn.Module, m: ModelConfig) -> None:

@@ -21,7 +21,7 @@ import ray
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from vidtempo import config, tracking
+from vidtempo import config, tracking, verbosity
 from vidtempo.config import Config
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.run import (
@@ -89,6 +89,37 @@ class ResumableASHA(tune.schedulers.ASHAScheduler):
         self._write_state()
 
 
+class TrialEvents(tune.Callback):
+    """One line per trial event on the driver: started (its values), each epoch's metric,
+    finished, stopped by the scheduler, failed — in place of Tune's periodic status tables."""
+
+    def __init__(self, sweep_name: str, metric: str, epochs: int):
+        self.sweep_name, self.metric, self.epochs = sweep_name, metric, epochs
+        self.last_epoch: dict[str, int] = {}
+
+    def _say(self, trial, text: str) -> None:
+        print(f"[{self.sweep_name}] trial {trial.trial_id} {text}", flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        values = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(trial.config.items()))
+        self._say(trial, f"started: {values}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        epoch = int(result.get("epoch", 0))
+        if epoch and epoch != self.last_epoch.get(trial.trial_id):
+            self.last_epoch[trial.trial_id] = epoch
+            value = result.get(self.metric)
+            shown = f"{self.metric} {value:.2f}" if isinstance(value, int | float) else ""
+            self._say(trial, f"epoch {epoch}/{self.epochs}  loss {result.get('loss', 0):.4f}  {shown}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        epoch = self.last_epoch.get(trial.trial_id, 0)
+        self._say(trial, "finished" if epoch >= self.epochs else f"stopped after epoch {epoch}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._say(trial, f"failed (see {trial.local_path or 'its log'})")
+
+
 def trial(params: dict, *, base: dict, data_dir: str, sweep_name: str, parent_run_id: str,
           imagenet: str | None) -> None:  # fmt: skip
     """One trial: the base config with this trial's values, trained by a TorchTrainer."""
@@ -106,7 +137,13 @@ def trial(params: dict, *, base: dict, data_dir: str, sweep_name: str, parent_ru
 def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: int = 1,
           scheduler: str = "asha", grace_period: int = 1, reduction_factor: int = 2,
           name: str | None = None, resume: bool = False, imagenet: str | None = None) -> dict:  # fmt: skip
-    """Run (or resume) a sweep; returns {"rows", "best", "best_config_path", "parent_run_id"}."""
+    """Run (or resume) a sweep; returns {"rows", "best", "best_config_path", "parent_run_id"}.
+    Trials validate every epoch: Tune wants the metric in every report, and ASHA compares
+    trials at whichever epochs its rungs fall on."""
+    if base.train.val_interval != 1:
+        print(f"[sweep] trials validate every epoch (the recipe says every "
+              f"{base.train.val_interval}): train.val_interval=1", flush=True)  # fmt: skip
+        base = config.override(base, {"train.val_interval": 1}, "the sweep")
     S.check(base, space)  # bad keys and values fail here, before any trial starts
     data_dir = Path(data_dir).expanduser().resolve()
     check_data(base, data_dir)
@@ -164,7 +201,9 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
                                         num_samples=samples, search_alg=BasicVariantGenerator(
                                             random_state=base.run.seed,
                                             max_concurrent=concurrent_trials(base))),  # fmt: skip
-            run_config=tune.RunConfig(name=name, storage_path=root),
+            run_config=tune.RunConfig(
+                name=name, storage_path=root, verbose=2 if verbosity.verbose() else 0,
+                callbacks=[TrialEvents(name, metric, base.train.epochs)]),  # fmt: skip
         )
     try:
         results = tuner.fit()
@@ -205,9 +244,10 @@ def summarize(results, base: Config, metric: str, mode: str, name: str, uri: str
             # as an exception first; a trial that really failed has r.error ("error" above)
             if tracking.get_run(uri, run_id)["status"] != "KILLED":
                 tracking.end_run(uri, run_id, "KILLED")
+        minutes = float(df["time_total_s"].max()) / 60 if df is not None and "time_total_s" in df else float("nan")
         rows.append({"trial": _trial_id(r), "params": params, "lr.effective": cfg.effective_lr,
                      "best": float(best), "epochs": epochs, "status": status,
-                     "mlflow_run_id": run_id})  # fmt: skip
+                     "minutes": minutes, "mlflow_run_id": run_id})  # fmt: skip
     return rows
 
 
@@ -217,11 +257,12 @@ def _trial_id(result) -> str:
 
 def table(rows: list[dict], metric: str) -> str:
     keys = sorted({k for r in rows for k in r["params"]})
-    head = ["trial", *keys, "lr.effective", f"best {metric}", "epochs", "status"]
+    head = ["trial", *keys, "lr.effective", f"best {metric}", "epochs", "minutes", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["trial"], *(_fmt(r["params"].get(k)) for k in keys), f"{r['lr.effective']:.4g}",
-                 f"{r['best']:.2f}", str(r["epochs"]), r["status"]]  # fmt: skip
+                 f"{r['best']:.2f}", str(r["epochs"]), f"{r.get('minutes', float('nan')):.1f}",
+                 r["status"]]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
