@@ -38,6 +38,11 @@ class ModelConfig:
     num_classes: int
     num_segments: int = 8  # T: frames per clip the temporal modules are built for
     depth: int = 50
+    # ResNet width: channels of the first stage (64 in the zoo; smaller trunks for small data)
+    width: int = 64
+    # "imagenet": 7x7/2 conv + max pool (1/4 resolution after the stem); "small": one 3x3/1
+    # conv, no pool (CIFAR-style, for frames of a few dozen pixels)
+    stem: Literal["imagenet", "small"] = "imagenet"
     shift_div: int = 8  # TSM: C/shift_div channels per shifted fold; TIN: C/shift_div interlaced
     # backbone init: "imagenet" (torchvision ResNet-50 weights from a local file) or "none"
     pretrained: Literal["imagenet", "none"] = "imagenet"
@@ -141,6 +146,9 @@ class TrainConfig:
     videos_per_gpu: int  # zoo recipe: videos per GPU per step
     gpus: int = 8  # zoo recipe: the lr is written for this many GPUs
     val_interval: int = 1  # validate every N epochs
+    # a dataset too small for this many optimizer steps in `epochs` epochs is passed over
+    # several times per epoch (as MMAction2's RepeatDataset); null: one pass per epoch
+    min_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,10 @@ class RunConfig:
     max_failures: int = 3
     # how Ray places the workers: PACK (fill a node first), SPREAD, STRICT_SPREAD (one per node)
     placement_strategy: str = "PACK"
+    # a custom Ray resource (e.g. "decode", carried by cluster.yaml's cpu-decode nodes): the read
+    # + decode + augment tasks run only on nodes that have it, and stream uint8 clips to the
+    # training workers; null: wherever Ray places them (by default next to the workers)
+    decode_resource: str | None = None
 
 
 @dataclass(frozen=True)
@@ -367,6 +379,7 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
     rules: list[tuple[str, Any, bool, str]] = [
         ("model.num_classes", m.num_classes, m.num_classes >= 2, ">= 2"),
         ("model.num_segments", m.num_segments, m.num_segments >= 1, ">= 1"),
+        ("model.width", m.width, m.width >= 1, ">= 1"),
         ("model.shift_div", m.shift_div, m.shift_div >= 1, ">= 1"),
         ("model.dropout", m.dropout, 0 <= m.dropout < 1, "in [0, 1)"),
         ("model.init_std", m.init_std, m.init_std > 0, "> 0"),
@@ -389,6 +402,7 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
         ("train.videos_per_gpu", t.videos_per_gpu, t.videos_per_gpu >= 1, ">= 1"),
         ("train.gpus", t.gpus, t.gpus >= 1, ">= 1"),
         ("train.val_interval", t.val_interval, t.val_interval >= 1, ">= 1"),
+        ("train.min_steps", t.min_steps, t.min_steps is None or t.min_steps >= 1, ">= 1 or null"),
         ("run.num_workers", r.num_workers, r.num_workers >= 1, ">= 1"),
         ("run.batch_per_worker", r.batch_per_worker,
          r.batch_per_worker is None or r.batch_per_worker >= 1, ">= 1 or null"),

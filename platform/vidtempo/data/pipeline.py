@@ -43,15 +43,20 @@ class ReadRowGroups:
 
     def __call__(self, units: dict) -> dict:
         outs = []
-        for path, group, epoch in zip(units["path"], units["row_group"], units["epoch"]):
+        passes = units.get("pass", np.zeros(len(units["path"]), dtype=np.int64))
+        for path, group, epoch, rep in zip(units["path"], units["row_group"], units["epoch"], passes):
             table = pq.ParquetFile(str(path)).read_row_group(int(group), columns=self.columns)
             batch = {k: np.asarray(v, dtype=object) for k, v in table.to_pydict().items()}
             batch["epoch"] = np.full(table.num_rows, int(epoch), dtype=np.int64)
+            batch["pass"] = np.full(table.num_rows, int(rep), dtype=np.int64)
             outs.append(self.transform(batch))
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
 READ_AHEAD_CLIPS = 64
+# A decode task asks for this much of run.decode_resource: enough to be placed only where the
+# resource is, too little to limit how many run there (their CPUs do that)
+DECODE_SHARE = 0.001
 READ_AHEAD_MIN_BYTES = 16 * 1024 * 1024
 
 
@@ -74,24 +79,35 @@ def row_groups(paths: list[str]) -> list[tuple[str, int, int]]:
 
 
 def plan(data_dir: str | Path, split: str, epochs: range, seed: int = 0,
-         world: int = 1) -> list[list[dict]]:  # fmt: skip
+         world: int = 1, repeats: int = 1) -> list[list[dict]]:  # fmt: skip
     """The units (row groups) each of `world` workers streams, epoch after epoch.
 
     Training units are shuffled per epoch with (seed, epoch) and dealt round-robin, so every
-    worker sees different videos each epoch; val/test units are dealt once, in order, so each
+    worker sees different videos each epoch; with `repeats`, an epoch is that many passes, each
+    shuffled (and later augmented) afresh. Val/test units are dealt once, in order, so each
     video is evaluated exactly once across the workers."""
     data_dir = Path(data_dir)
     groups = row_groups(shard_paths(data_dir, read_manifest(data_dir)))
     train = split == "train"
     per_rank: list[list[dict]] = [[] for _ in range(world)]
     for epoch in epochs if train else range(1):
-        order = np.random.default_rng([seed, epoch]).permutation(len(groups)) if train else None
-        for i, g in enumerate(order if train else range(len(groups))):
-            path, group, rows = groups[g]
-            per_rank[i % world].append(
-                {"path": path, "row_group": group, "rows": rows, "epoch": epoch}
-            )
+        for rep in range(repeats if train else 1):
+            key = [seed, epoch] if rep == 0 else [seed, epoch, rep]
+            order = np.random.default_rng(key).permutation(len(groups)) if train else None
+            for i, g in enumerate(order if train else range(len(groups))):
+                path, group, rows = groups[g]
+                per_rank[i % world].append({"path": path, "row_group": group, "rows": rows,
+                                            "epoch": epoch, "pass": rep})  # fmt: skip
     return per_rank
+
+
+def repeats_for(units_one_pass: list[list[dict]], batch_size: int, epochs: int,
+                min_steps: int | None) -> int:  # fmt: skip
+    """Passes per epoch so that `epochs` epochs make at least `min_steps` optimizer steps."""
+    steps = steps_per_epoch(units_one_pass, batch_size)
+    if not min_steps or steps < 1:
+        return 1
+    return max(1, -(-min_steps // (steps * epochs)))
 
 
 def steps_per_epoch(units: list[list[dict]], batch_size: int) -> int:
@@ -117,6 +133,7 @@ def build(
     data_cpus: float | None = None,
     rank: int = 0,
     world: int = 1,
+    repeats: int = 1,
 ) -> ray.data.Dataset:
     """Worker `rank`'s dataset of one split (see `plan`): `train` augments with the train
     pipeline over `epochs`; `val` and `test` run those pipelines once, in order."""
@@ -147,7 +164,7 @@ def build(
     # then decodes on one CPU while the others idle (the ~0.3x of `vidtempo bench data`).
     if not len(epochs):
         raise DataError("no epochs to stream: the run has already finished")
-    units = plan(data_dir, split, epochs, seed, world)[rank]
+    units = plan(data_dir, split, epochs, seed, world, repeats)[rank]
     if not units:
         raise DataError(
             f"{data_dir} has too few row groups for {world} workers ({split}); use fewer workers"
@@ -156,11 +173,15 @@ def build(
     # sample → decode → augment, fused with the read of each unit; a transform is cheap to
     # build, so plain tasks do it (no actor pool holding CPUs while idle)
     transform = VideoTransform(pipe, cfg.data, storage, seed, 0, backend)
+    # with run.decode_resource, on the nodes that carry it (CPU-only decode nodes); the clips
+    # leave them as uint8 (`transform.shape` bytes each) for the training workers
+    placement = {"resources": {cfg.run.decode_resource: DECODE_SHARE}} if cfg.run.decode_resource else {}
     ds = ds.map_batches(
         ReadRowGroups(transform, columns),
         batch_size=1,
         batch_format="numpy",
         num_cpus=min(1.0, data_cpus) if data_cpus else 1,
+        **placement,
     )
     if train:
         # A training stream covers every epoch: unbounded, it decodes epochs ahead and takes

@@ -20,8 +20,16 @@ from vidtempo.data.decode import decode_jpegs, decode_video
 from vidtempo.data.sampling import sample_indices
 
 
-def row_rng(seed: int, epoch: int, video_id: str) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, zlib.crc32(video_id.encode())])
+def row_rng(seed: int, epoch: int, video_id: str, rep: int = 0) -> np.random.Generator:
+    """The randomness of one video in one epoch (and pass over the data, when an epoch repeats
+    a small dataset)."""
+    key = [seed, epoch, zlib.crc32(video_id.encode())]
+    return np.random.default_rng(key if rep == 0 else [*key, rep])
+
+
+def frames_per_clip(pipe: PipelineConfig) -> int:
+    s = pipe.sampler
+    return s.clip_len if s.kind == "clips" else s.num_clips
 
 
 def output_shape(pipe: PipelineConfig, frames_per_clip: int) -> tuple[int, ...]:
@@ -41,14 +49,13 @@ class VideoTransform:
         self.seed = seed
         self.epoch = epoch
         self.backend = backend
-        s = pipe.sampler
-        self.frames_per_clip = s.clip_len if s.kind == "clips" else s.num_clips
+        self.frames_per_clip = frames_per_clip(pipe)
         self.shape = output_shape(pipe, self.frames_per_clip)
         # ColorJitter's order is fixed once per pipeline, as MMAction2 fixes it at construction
         self.jitter_order = tuple(np.random.default_rng(seed).permutation(4).tolist())
 
-    def one(self, row: dict, epoch: int | None = None) -> tuple[torch.Tensor, int]:
-        rng = row_rng(self.seed, self.epoch if epoch is None else epoch, row["video_id"])
+    def one(self, row: dict, epoch: int | None = None, rep: int = 0) -> tuple[torch.Tensor, int]:
+        rng = row_rng(self.seed, self.epoch if epoch is None else epoch, row["video_id"], rep)
         inds = sample_indices(int(row["num_frames"]), self.pipe.sampler, rng)  # (clips, L)
         flat = inds.reshape(-1)
         if self.storage == "frames":
@@ -66,11 +73,13 @@ class VideoTransform:
         errors = [""] * n
         payload = batch["frames"] if self.storage == "frames" else batch["video"]
         epochs = batch.get("epoch")  # one dataset may stream several epochs (pipeline.py)
+        passes = batch.get("pass")  # … and pass several times over the data in each
         for i in range(n):
             row = {"video_id": str(batch["video_id"][i]), "num_frames": batch["num_frames"][i],
                    "label": labels[i], self.storage: payload[i]}  # fmt: skip
             try:
-                x, labels[i] = self.one(row, None if epochs is None else int(epochs[i]))
+                x, labels[i] = self.one(row, None if epochs is None else int(epochs[i]),
+                                        0 if passes is None else int(passes[i]))
                 inputs[i] = x.numpy()
             except Exception as exc:  # noqa: BLE001 - a bad row is counted downstream, never fatal
                 ok[i] = False

@@ -17,15 +17,17 @@ import socket
 import uuid
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray.train
 import yaml
 from ray.train.torch import TorchTrainer
 
-from vidtempo import config, tracking
+from vidtempo import config, tracking, verbosity
 from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
 from vidtempo.data.schema import MANIFEST, DataError, read_manifest
+from vidtempo.data.transform import frames_per_clip, output_shape
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
 
@@ -51,9 +53,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, logging_level=verbosity.log_level())
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # A new local instance keeps Ray's own default: token authentication, with the token Ray
+    # makes in ~/.ray/auth_token when there is none (RAY_AUTH_MODE set by the user wins). Ray
+    # switches its cached config to token mode itself; setting the variable here instead would
+    # leave this process's config behind (its GCS then refuses the driver). Its notice that it
+    # did so, and how to opt out, is about a choice vidtempo makes on purpose: not printed.
+    verbosity.quiet_auth_notice()
     # The dashboard stays on: when Tune stops a trial, its Train controller dies with it, and
     # Ray Train's placement-group cleaner asks the dashboard's state API whether the controller
     # is gone before it frees the trial's CPUs. The cleaner finds that API by looking for Ray
@@ -61,9 +68,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # active Ray instances") — the placement group then leaks and the next trial never starts.
     # So this instance's workers are told where its dashboard is.
     port = free_port()
-    env = {**CPU_WORKER_ENV, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    env = {**CPU_WORKER_ENV, **verbosity.worker_env(),
+           "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}  # fmt: skip
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_port=port,
-             runtime_env={"env_vars": env}, _system_config=LOCAL_SYSTEM_CONFIG)  # fmt: skip
+             runtime_env={"env_vars": env}, _system_config=LOCAL_SYSTEM_CONFIG,
+             logging_level=verbosity.log_level())  # fmt: skip
 
 
 def free_port() -> int:
@@ -124,10 +133,20 @@ def workers_on(resources: dict, cfg: Config) -> int:
 
 
 def check_resources(cfg: Config) -> None:
-    """Fail at once when the cluster cannot place the workers (Ray would wait forever)."""
+    """Fail at once when the cluster cannot place the workers, or has no node for the decode
+    tasks run.decode_resource asks for (Ray would wait forever)."""
     if os.environ.get("VIDTEMPO_SKIP_RESOURCE_CHECK"):
         return
     r = cfg.run
+    if r.decode_resource and not any(
+        n["Resources"].get(r.decode_resource) for n in ray.nodes() if n.get("Alive")
+    ):
+        raise ResourceError(
+            f"no alive node carries the Ray resource '{r.decode_resource}' that "
+            "run.decode_resource (--decode-on) sends the decoding to: start nodes with it "
+            "(cluster.yaml's cpu-decode nodes carry `decode`), drop --decode-on, or on an "
+            "autoscaling cluster set VIDTEMPO_SKIP_RESOURCE_CHECK=1 to let Ray start them"
+        )
     gpu = 1.0 if r.use_gpu else 0.0
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     placeable = sum(workers_on(res, cfg) for res in nodes)
@@ -164,6 +183,12 @@ class OwnDataOptions(ray.train.DataConfig):
                 for _ in range(world_size)]  # fmt: skip
 
 
+def worker_runtime_env(cfg: Config) -> dict:
+    """The Train workers' environment: the allocator setting on CPUs, Ray's log levels."""
+    cpu = {} if cfg.run.use_gpu else CPU_WORKER_ENV
+    return {"env_vars": {**cpu, **verbosity.worker_env()}}
+
+
 def scaling(cfg: Config) -> ray.train.ScalingConfig:
     """One worker per GPU (or `run.cpus_per_worker` CPUs), `run.num_workers` of them."""
     r = cfg.run
@@ -192,7 +217,7 @@ def check_data(cfg: Config, data_dir: Path) -> None:
 
 
 def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: int,
-                 run_dir: str, backend: str = "decord"):  # fmt: skip
+                 run_dir: str, backend: str = "decord", repeats: int = 1):  # fmt: skip
     """Dataset factory, called by Ray Train each time the workers (re)start: training streams
     from the first epoch after the checkpoint the workers restore."""
     cfg = config.from_dict(cfg_dict)
@@ -203,7 +228,8 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
             return ray.data.from_items([{"epoch": 0}])  # nothing left to train; never read
         return pipeline.build(Path(data_dir) / "train", cfg, "train",
                               epochs=range(start, cfg.train.epochs), seed=cfg.run.seed,
-                              backend=backend, data_cpus=data_cpus, rank=rank, world=world)  # fmt: skip
+                              backend=backend, data_cpus=data_cpus, rank=rank, world=world,
+                              repeats=repeats)  # fmt: skip
     return make_split_dataset(str(Path(data_dir) / "val"), cfg_dict, split, rank, world, backend)
 
 
@@ -214,7 +240,8 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     """Train `cfg` on the shards under `data_dir` (train/ and val/), then evaluate its test
     protocol. Returns {"name", "run_dir", "mlflow_uri", "mlflow_run_id", "metrics"}.
     `train_fn` is the per-worker loop (tests wrap it to inject failures); `callbacks` are Ray
-    Train callbacks (a Tune sweep passes TuneReportCallback)."""
+    Train callbacks (a Tune sweep passes TuneReportCallback); `quiet`: no progress lines (a
+    sweep's trials, whose events the sweep prints), unless verbose."""
     data_dir = Path(data_dir).expanduser().resolve()
     check_data(cfg, data_dir)
     if cfg.model.pretrained == "imagenet" and imagenet is None:
@@ -239,7 +266,10 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
 
     batch = cfg.run.batch_per_worker or cfg.train.videos_per_gpu
     world = cfg.run.num_workers
-    units = pipeline.plan(data_dir / "train", "train", range(cfg.train.epochs), cfg.run.seed, world)
+    one_pass = pipeline.plan(data_dir / "train", "train", range(1), cfg.run.seed, world)
+    repeats = pipeline.repeats_for(one_pass, batch, cfg.train.epochs, cfg.train.min_steps)
+    units = pipeline.plan(data_dir / "train", "train", range(cfg.train.epochs), cfg.run.seed,
+                          world, repeats)  # fmt: skip
     steps = pipeline.steps_per_epoch(units, batch)
     if steps < 1:
         raise DataError(
@@ -267,18 +297,26 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     else:
         run_tags = {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})}
         run_id = tracking.start_run(cfg, name, uri, run_tags, parent_run_id)
-        tracking.log_metrics(uri, run_id, {"steps_per_epoch": steps}, step=0)
+        clip_bytes = int(np.prod(output_shape(cfg.data.train, frames_per_clip(cfg.data.train))))
+        tracking.log_metrics(uri, run_id, {"steps_per_epoch": steps, "epoch_passes": repeats,
+                                           "clip_bytes": clip_bytes}, step=0)  # fmt: skip
+        if repeats > 1 and not quiet:
+            print(f"[{name}] {sum(u['rows'] for r in one_pass for u in r)} training videos: "
+                  f"each epoch passes over them {repeats} times, {steps} steps, so that "
+                  f"{cfg.train.epochs} epochs make train.min_steps={cfg.train.min_steps} or more",
+                  flush=True)  # fmt: skip
         ckpt.write_bytes(ckpt.join(run_dir, "config.yaml"), config.dump_yaml(cfg).encode())
         ckpt.write_progress(run_dir, epochs_done=0, mlflow_run_id=run_id)
 
     job = {"config": config.to_dict(cfg), "name": name, "run_dir": run_dir,
            "mlflow_uri": uri, "mlflow_run_id": run_id, "steps_per_epoch": steps,
-           "batch_per_worker": batch, "imagenet": str(imagenet) if imagenet else None}  # fmt: skip
+           "batch_per_worker": batch, "imagenet": str(imagenet) if imagenet else None,
+           "verbose": verbosity.verbose(), "progress": verbosity.verbose() or not quiet}  # fmt: skip
     cfg_dict = config.to_dict(cfg)
     pipeline.quiet()  # the driver's DataContext goes to the workers
     datasets = {
         f"{split}_{r}": functools.partial(make_dataset, str(data_dir), cfg_dict, split, r, world,
-                                          run_dir)  # fmt: skip
+                                          run_dir, repeats=repeats)  # fmt: skip
         for split in ("train", "val", "test")
         for r in range(world)
     }
@@ -291,8 +329,9 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
             storage_path=root,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_last),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            worker_runtime_env={} if cfg.run.use_gpu else {"env_vars": CPU_WORKER_ENV},
+            worker_runtime_env=worker_runtime_env(cfg),
             callbacks=callbacks or [],
+            logging_config=verbosity.train_logging_config(),
         ),
         datasets=datasets,
         dataset_config=OwnDataOptions(),
@@ -335,9 +374,12 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     trainer = TorchTrainer(
         eval_loop_per_worker,
         train_loop_config={"config": cfg_dict, "checkpoint": str(checkpoint), "split": split,
-                           "batch": cfg.run.batch_per_worker or cfg.train.videos_per_gpu},
+                           "batch": cfg.run.batch_per_worker or cfg.train.videos_per_gpu,
+                           "verbose": verbosity.verbose()},
         scaling_config=scaling(cfg),
-        run_config=ray.train.RunConfig(name=name, storage_path=root),
+        run_config=ray.train.RunConfig(name=name, storage_path=root,
+                                       worker_runtime_env=worker_runtime_env(cfg),
+                                       logging_config=verbosity.train_logging_config()),
         datasets=datasets,
         dataset_config=OwnDataOptions(),
     )
