@@ -8,12 +8,12 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +28,6 @@ from vidtempo.data.schema import DataError
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.loop import epoch_batches, masked_cross_entropy, train_loop_per_worker
 from vidtempo.train.optim import build_optimizer, param_groups
-from vidtempo.train.run import free_port
 from vidtempo.train.schedule import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,7 +272,7 @@ def test_missing_data_and_wrong_classes_fail_before_training(tmp_path, synthetic
     with pytest.raises(DataError, match="has no 'train' folder"):
         check_data(cfg, tmp_path)
     wrong = config.override(cfg, {"model.num_classes": 10})
-    with pytest.raises(DataError, match="8 classes .* model.num_classes=10"):
+    with pytest.raises(DataError, match="12 classes .* model.num_classes=10"):
         check_data(wrong, synthetic_data)
 
 
@@ -282,7 +281,8 @@ def test_missing_data_and_wrong_classes_fail_before_training(tmp_path, synthetic
 
 def tiny(tmp_path, *extra):
     return config.load("tin_r18_synthetic", [
-        "train.epochs=3", "run.batch_per_worker=4", f"run.storage_path={tmp_path / 'runs'}",
+        "train.epochs=3", "train.min_steps=null", "run.batch_per_worker=4",
+        f"run.storage_path={tmp_path / 'runs'}",
         f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test", *extra])  # fmt: skip
 
 
@@ -321,6 +321,16 @@ def _check_finished(cfg, res, uri):
     assert "test/top1:2x1" in res["metrics"]
     assert len(list(Path(res["run_dir"]).glob("epoch_*"))) == cfg.run.keep_last
     assert len(list((Path(res["run_dir"]) / "best").glob("*.pt"))) == cfg.run.keep_best
+    # TIN's diagnostics: per stage and epoch, and the offsets' histograms at the end
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        for what in ("offset_abs", "gate_std"):
+            steps = [s for s, _ in tracking.metric_history(uri, res["mlflow_run_id"],
+                                                           f"tin/{what}/{stage}")]  # fmt: skip
+            assert steps == [1, 2, 3], (what, stage, steps)
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(res["mlflow_run_id"])}
+    assert "tin_offsets.png" in artifacts
 
 
 def _runs_named(uri, name):
@@ -379,7 +389,7 @@ def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data
                 "--json", str(out), "--set", f"run.storage_path={tmp_path / 'runs'}"]) == 0  # fmt: skip
     again = json.loads(out.read_text())
     assert again["test/top1@2x1"] == pytest.approx(res["metrics"]["test/top1:2x1"])
-    assert again["test/videos@2x1"] == 16
+    assert again["test/videos@2x1"] == 24  # 12 classes × 2
     # a changed config is refused instead of silently mixing two recipes in one run
     with pytest.raises(ConfigError, match="optim.lr"):
         fit(config.override(cfg, {"optim.lr": 0.5}), synthetic_data, name="again")
@@ -399,40 +409,46 @@ def test_too_many_workers_fail_fast(ray_session, synthetic_data, tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
-    """`ray job submit --working-dir . -- python jobs/tin_sthv1.py` against `ray start --head`."""
+    """`ray job submit --working-dir . -- python jobs/tin_sthv1.py` against `ray start --head`
+    in token mode: without the token the Jobs API refuses the job (HTTP 401); with it (and the
+    lineage `vidtempo runtime-env` records at submit time) the job runs."""
+    from ray._private.authentication.authentication_token_setup import (
+        _get_default_token_path,
+        generate_and_save_token,
+    )
+
+    from conftest import RayHead
+    from vidtempo import lineage
+
+    if not _get_default_token_path().exists():  # Ray's place for it; ray.init makes one too
+        generate_and_save_token()
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    dash, gcs = free_port(), free_port()
-    head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         # every port of its own: the test session's Ray may hold the defaults
-         *(f"--{name}-port={free_port()}" for name in (
-             "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
-             "runtime-env-agent", "ray-client-server", "node-manager", "object-manager")),
-         "--block"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dash}"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    head = RayHead(env)
+    address = head.address
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or head.poll() is not None:
-                    pytest.fail("the Ray head did not come up")
-                time.sleep(1)
+        # no token, no job: the Jobs API itself, and `ray job submit` without the token
+        anonymous = urllib.request.Request(
+            f"{address}/api/jobs/", data=json.dumps({"entrypoint": "echo hi"}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(anonymous, timeout=30)
+        assert refused.value.code in (401, 403)
+        no_token = subprocess.run(
+            [str(bin_dir / "ray"), "job", "submit", f"--address={address}", "--", "echo", "hi"],
+            env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=120)  # fmt: skip
+        said = no_token.stdout + no_token.stderr  # Ray's AuthenticationError, or the HTTP 401
+        assert no_token.returncode != 0 and ("AuthenticationError" in said or "401" in said), said
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        sets = ["model.num_classes=8", "model.depth=18", "model.pretrained=none",
+        sets = ["model.num_classes=12", "model.depth=18", "model.width=16", "model.pretrained=none",
                 "train.epochs=2", "run.batch_per_worker=4", "run.cpus_per_worker=0.5",
                 "run.data_cpus_per_worker=0.5", "data.start_index=0"]  # fmt: skip
         for split in ("train", "val", "test"):
             sets += [f"data.{split}.resize_short=null", f"data.{split}.crop.size=32"]
         sets.append("data.train.crop.resize_to=32")
         cmd = [str(bin_dir / "ray"), "job", "submit", f"--address={address}",
-               f"--working-dir={ROOT}", "--", "python", "jobs/tin_sthv1.py",
+               f"--working-dir={ROOT}", "--runtime-env-json", json.dumps(lineage.runtime_env()),
+               "--", "python", "jobs/tin_sthv1.py",
                f"--data={synthetic_data}", f"--storage={tmp_path / 'runs'}",
                f"--mlflow-uri={uri}", "--name=submitted", "--experiment=jobs"]  # fmt: skip
         for s in sets:
@@ -441,15 +457,7 @@ def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "succeeded" in done.stdout + done.stderr
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        # `ray start` leaves its address for later `ray.init()` calls to join: not a dead head's
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
-            current.unlink()
+        head.stop()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -461,4 +469,73 @@ def test_ray_job_submit_against_a_local_head(synthetic_data, tmp_path):
     assert t["zoo.top1"] == "44.25" and t["zoo.top5"] == "73.94" and t["zoo.protocol"] == "1x1"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2]
     assert "test/top1:1x1" in run.data.metrics
+    # the working-dir copy has no .git: the commit came with the job, recorded at submit time
+    assert t["mlflow.source.git.commit"] == lineage.source()["commit"] != "unknown"
+    assert t["vidtempo.source"] == "submit" and t["vidtempo.ray_job_id"].startswith("raysubmit_")
+    assert t["mlflow.source.name"] == "jobs/tin_sthv1.py" and t["mlflow.source.type"] == "JOB"
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_quiet_by_default_and_ray_lines_back_with_verbose(synthetic_data, tmp_path):
+    """`vidtempo train` prints vidtempo's lines — one per epoch, the test result, the summary —
+    and none of Ray Train's per-report or per-checkpoint lines nor Ray Data's per-dataset ones;
+    `--verbose` brings those back (counted in each run's output)."""
+    noise = ("TrainingReport(", "Checkpoint successfully created", "execution finished in")
+
+    def run(*extra: str) -> str:
+        cmd = [str(Path(sys.executable).parent / "vidtempo"), "train", "tin_r18_synthetic",
+               "--data", str(synthetic_data), "--name", f"out{len(extra)}",
+               "--storage", str(tmp_path / "runs"), "--mlflow-uri",
+               f"sqlite:///{tmp_path / 'mlflow.db'}", "--set", "train.epochs=2",
+               "--set", "train.min_steps=null",
+               "--set", "run.batch_per_worker=4", *extra]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    quiet = run()
+    assert sum(line.count(n) for line in quiet.splitlines() for n in noise) == 0, quiet
+    epoch_lines = [line for line in quiet.splitlines() if "] epoch " in line and "/2  loss" in line]
+    assert len(epoch_lines) == 2, quiet
+    assert "test/top1:2x1" in quiet and len(quiet.splitlines()) < 60, quiet
+    loud = run("--verbose")
+    assert loud.count("TrainingReport(") >= 2 and loud.count("Checkpoint successfully created") >= 2
+
+
+def test_min_steps_repeats_a_small_dataset_within_each_epoch(synthetic_data):
+    """train.min_steps: an epoch passes over a small dataset several times (each pass dealt
+    and augmented afresh), so that a recipe makes its steps whatever the dataset's size."""
+    from vidtempo.data.transform import row_rng
+
+    one = pipeline.plan(synthetic_data / "train", "train", range(1), seed=0, world=2)
+    steps = pipeline.steps_per_epoch(one, 4)
+    assert pipeline.repeats_for(one, 4, 3, None) == 1
+    assert pipeline.repeats_for(one, 4, 3, steps * 3) == 1
+    reps = pipeline.repeats_for(one, 4, 3, steps * 3 * 4 + 1)
+    assert reps == 5
+    units = pipeline.plan(synthetic_data / "train", "train", range(3), seed=0, world=2, repeats=reps)
+    assert pipeline.steps_per_epoch(units, 4) >= steps * reps
+    first = [u for u in units[0] if u["epoch"] == 0]
+    assert {u["pass"] for u in first} == set(range(reps))
+    assert [u for u in first if u["pass"] == 0] == [  # pass 0 is the plan without repeats
+        {**u, "pass": 0} for u in one[0] if u["epoch"] == 0]
+    a, b = row_rng(0, 0, "v", 0).random(), row_rng(0, 0, "v", 1).random()
+    assert a != b and a == row_rng(0, 0, "v").random()
+
+
+def test_the_demo_verdict_keeps_its_wording_and_its_table_its_columns():
+    from vidtempo import demo
+
+    assert demo.verdict_line(93.3, 50.0).endswith("TIN 93.3% vs TSN 50.0% — TIN beats TSN")
+    assert demo.verdict_line(55.0, 50.0).endswith("— TIN does NOT clearly beat TSN")
+    assert demo.verdict_line(70.0, 50.0).endswith("TIN does NOT clearly beat TSN")  # not > +20
+    per_class = [1.0] * 10 + [0.5, 0.5]
+    per_class[8], per_class[9] = 0.0, 1.0  # 8 and 9 are a pair, 10 and 11 too; 6 and 7 still
+    assert demo.pairs_accuracy(per_class) == pytest.approx(0.8)  # (6 + 0 + 1 + 0.5 + 0.5) / 10
+    assert demo.appearance_accuracy(per_class) == pytest.approx(1.0)
+    moved = {"tin/offset_abs/layer1": 0.48, "tin/offset_abs/layer2": 1.31}
+    assert demo.offsets_column(moved) == "moved (layer2 0.50→1.31)"
+    assert demo.offsets_column({"tin/offset_abs/layer1": 0.52}) == "did not move (layer1 0.50→0.52)"
+    assert demo.offsets_column({"loss": 1.0}) == "-"

@@ -86,7 +86,7 @@ def test_asha_sweep_interrupted_and_resumed(ray_session, sweep_data, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "vidtempo.cli", "tune", "tin_r18_synthetic",
            f"--data={sweep_data}", "--name=sw", "--grace-period=2", "--reduction-factor=2",
-           "--space", "optim.lr=grid:0.005,0.00001", "--space", "model.shift_div=grid:4,8",
+           "--space", "optim.lr=grid:0.005,0.00001", "--space", "model.shift_div=grid:2,4",
            "--set", "train.epochs=3", "--set", "run.batch_per_worker=4", "--set", "train.min_steps=null",
            "--set", "schedule.warmup_epochs=0",
            f"--storage={tmp_path / 'runs'}", f"--mlflow-uri={uri}", "--experiment=sweep"]  # fmt: skip

@@ -116,11 +116,128 @@ def cmd_zoo_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import signal
+
+    from vidtempo import tracking
+
+    uri = args.mlflow_uri or tracking.resolve_uri()
+    try:
+        proc, base = tracking.start_ui(uri, args.host, args.port)
+        url = tracking.runs_page(base, uri, args.experiment)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    if proc is None:
+        print(f"the tracking server {base} is up; its runs: {url}")
+        return 0
+    print(f"MLflow UI on {base} (serving {uri}); Ctrl-C stops it", flush=True)
+    print(f"runs: {url}", flush=True)
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a `kill` stops the UI too, as Ctrl-C does
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()  # mlflow ui stops its server workers
+        proc.wait(timeout=30)
+    return 0
+
+
+def add_ui(sub) -> None:
+    ui = sub.add_parser("ui", help="the MLflow UI on this project's store (127.0.0.1), and the "
+                        "URL of an experiment's runs page")  # fmt: skip
+    ui.add_argument("--experiment", default=None,
+                    help="whose runs page to print (default: the experiment of the newest run)")
+    ui.add_argument("--mlflow-uri", default=None, help="tracking URI (default: the project's "
+                    "SQLite store, or VIDTEMPO_MLFLOW_URI); an http:// server is only checked")  # fmt: skip
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="interface to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+
+
+def cmd_runtime_env(args: argparse.Namespace) -> int:
+    import json
+
+    from vidtempo import lineage
+
+    try:
+        print(json.dumps(lineage.runtime_env(verbose=args.verbose)))
+    except RuntimeError as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_runtime_env(sub) -> None:
+    re_ = sub.add_parser("runtime-env", help="--runtime-env-json for `ray job submit`: this "
+                         "checkout's commit and uncommitted diff, who submits, for the run's "
+                         "MLflow lineage")  # fmt: skip
+    re_.add_argument("--verbose", action="store_true",
+                     help="also VIDTEMPO_VERBOSE=1: the job prints Ray's INFO lines")
+    re_.set_defaults(func=cmd_runtime_env)
+
+
+def cmd_cluster_secrets(args: argparse.Namespace) -> int:
+    from vidtempo import cluster
+
+    for path, what in cluster.create(args.folder).items():
+        print(f"{what}: {path}")
+    env = f"{args.folder.rstrip('/')}/{cluster.ENV_FILE}"
+    print(f"cluster.yaml copies this folder to every node. On this machine, `source {env}` "
+          "before `ray job submit`, `ray dashboard` or `vidtempo ui` against the cluster.")  # fmt: skip
+    return 0
+
+
+def add_cluster_secrets(sub) -> None:
+    cs = sub.add_parser("cluster-secrets", help="make the cluster's Ray token and MLflow login "
+                        "once, before `ray up cluster.yaml` (kept private, never printed)")  # fmt: skip
+    cs.add_argument("--folder", default="~/.vidtempo/secrets",
+                    help="where (default ~/.vidtempo/secrets, which cluster.yaml mounts)")
+    cs.set_defaults(func=cmd_cluster_secrets)
+
+
+def cmd_zoo_plan(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from vidtempo.data.schema import DataError
+    from vidtempo.report import plan as P
+
+    try:
+        cfg = C.load(args.name)
+        videos = None
+        if args.videos:
+            try:
+                videos = tuple(int(v) for v in args.videos.split(","))
+            except ValueError:
+                raise C.ConfigError(f"--videos must be TRAIN,VAL counts, got {args.videos!r}") from None
+            if len(videos) != 2:
+                raise C.ConfigError(f"--videos must be TRAIN,VAL counts, got {args.videos!r}")
+        p = P.plan(cfg, args.gpus, args.clips_per_s, args.gpu_hour_price, args.cpu_hour_price,
+                   args.data, videos, args.decode_ms, args.storage)  # fmt: skip
+    except (C.ConfigError, DataError) as exc:
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+    print(P.table(p))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dataclasses.asdict(p), fh, indent=2)
+    if args.log:
+        from vidtempo import tracking
+
+        uri = args.mlflow_uri or tracking.resolve_uri()
+        print(f"logged: MLflow run {P.log(p, uri)} of experiment 'zoo-plan' in {uri}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from vidtempo import doctor
 
     cfg = run_config(args)
-    report = doctor.check(cfg, args.working_dir, args.address)
+    report = doctor.check(cfg, args.working_dir, args.address, data=args.data)
     print(doctor.render(report))
     return 0 if report["ok"] else 1
 
@@ -148,6 +265,27 @@ def build_parser() -> argparse.ArgumentParser:
     zc.add_argument("--no-log", dest="log", action="store_false", help="print only")
     zc.set_defaults(func=cmd_zoo_compare)
 
+    zp = zsub.add_parser("plan", help="what reproducing a zoo config costs: clips to decode, "
+                         "decode cores per GPU, GPU-hours, wall-clock, money")  # fmt: skip
+    zp.add_argument("name", help="zoo config name or YAML")
+    zp.add_argument("--gpus", type=int, default=None, help="GPUs (default: the zoo's train.gpus)")
+    zp.add_argument("--clips-per-s", type=float, default=None,
+                    help="training clips/s of one GPU (default: 500, assumed)")
+    zp.add_argument("--gpu-hour-price", type=float, default=None, help="price of a GPU-hour")
+    zp.add_argument("--cpu-hour-price", type=float, default=None,
+                    help="price of a CPU core-hour (decode nodes)")
+    zp.add_argument("--data", default=None, help="converted dataset (train/ and val/ shards) to "
+                    "count the videos of (default: the dataset's known size)")  # fmt: skip
+    zp.add_argument("--videos", default=None, metavar="TRAIN,VAL", help="video counts instead")
+    zp.add_argument("--storage", choices=["frames", "video"], default=None,
+                    help="how the shards hold the videos (default: what the zoo recipe read)")
+    zp.add_argument("--decode-ms", type=float, default=None,
+                    help="decode + augment ms per clip on one core (default: measured, by storage)")
+    zp.add_argument("--log", action="store_true", help="also log the plan as an MLflow run")
+    zp.add_argument("--mlflow-uri", default=None, help="tracking URI for --log")
+    zp.add_argument("--json", default=None, help="also write the plan as JSON here")
+    zp.set_defaults(func=cmd_zoo_plan)
+
     doc = sub.add_parser("doctor", help="check the cluster before `ray job submit`: upload size, "
                          "the op on every node, storage, tracking, GPUs")  # fmt: skip
     doc.add_argument("--config", default="tin_r50_1x1x8_40e_sthv1_rgb",
@@ -159,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--gpu", action="store_true", help="run.use_gpu")
     doc.add_argument("--storage", default=None, help="run.storage_path")
     doc.add_argument("--mlflow-uri", default=None, help="run.mlflow_uri")
+    doc.add_argument("--data", default=None, help="the dataset the job reads (train/ and val/ "
+                     "shards, a path every node sees or s3://...): the decoding nodes read it")  # fmt: skip
+    doc.add_argument("--decode-on", default=None, metavar="RESOURCE",
+                     help="run.decode_resource: the nodes carrying it decode (cpu-decode nodes)")
     doc.add_argument("--experiment", default=None, help=argparse.SUPPRESS)
     doc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     doc.set_defaults(func=cmd_doctor)
@@ -234,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gpu", action="store_true", help="one GPU per worker")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    add_verbose_argument(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     tn = sub.add_parser("tune", help="a Ray Tune sweep (ASHA or grid) with nested MLflow runs")
@@ -243,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the synthetic dataset: TIN vs TSN")
     demo.add_argument("--workdir", default=None, help="default: <home>/demo")
     demo.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    add_verbose_argument(demo)
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="measurements behind BENCHMARKS.md")
@@ -296,10 +440,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the space (default: lr 0.0025/0.005/0.01/0.02 × shift_div 2/4/8)")
     bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override of the base recipe tin_r18_synthetic (after the "
-                    "bench's own schedule.warmup_epochs=0)")
+                    "bench's own schedule.warmup_epochs=0 train.min_steps=null)")
     bu.add_argument("--json", default=None, help="also write the result as JSON here")
     bu.set_defaults(func=_bench_tune)
+    add_bench_temporal(bsub)
+    add_ui(sub)
+    add_runtime_env(sub)
+    add_cluster_secrets(sub)
     return p
+
+
+def add_bench_temporal(bsub) -> None:
+    from vidtempo.bench.temporal import RECIPES, SEEDS
+
+    bt = bsub.add_parser("temporal", help="TSN/TSM/TIN/TANet on the synthetic temporal set over "
+                         "several seeds: temporal-order pairs vs appearance-only classes")  # fmt: skip
+    bt.add_argument("--workdir", default="bench/temporal", help="where the data and runs go")
+    bt.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="run.seed values")
+    bt.add_argument("--only", nargs="+", default=None, choices=list(RECIPES), help="a subset")
+    bt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override of every recipe, e.g. --set train.epochs=8")
+    bt.add_argument("--json", default=None, help="also write the result as JSON here")
+    add_verbose_argument(bt)
+    bt.set_defaults(func=_bench_temporal)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
@@ -324,6 +487,22 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> 
     p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: SQLite under "
                    "the project, or VIDTEMPO_MLFLOW_URI)")  # fmt: skip
     p.add_argument("--experiment", default=None, help="MLflow experiment (run.experiment)")
+    p.add_argument("--decode-on", default=None, metavar="RESOURCE", help="decode on the nodes "
+                   "that carry this Ray resource (run.decode_resource; cluster.yaml's cpu-decode "
+                   "nodes carry `decode`)")  # fmt: skip
+    add_verbose_argument(p)
+
+
+def add_verbose_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true", help="also print Ray Train's and Ray "
+                   "Data's INFO lines (or set VIDTEMPO_VERBOSE=1)")  # fmt: skip
+
+
+def apply_verbose(args: argparse.Namespace) -> None:
+    if getattr(args, "verbose", False):
+        from vidtempo import verbosity
+
+        verbosity.set_verbose(True)
 
 
 def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
@@ -347,6 +526,7 @@ def tune_main(args: argparse.Namespace) -> int:
     from vidtempo.tune import space as S
     from vidtempo.tune.sweep import sweep, table
 
+    apply_verbose(args)
     try:
         cfg = run_config(args)
         space = S.parse(args.space, args.space_file)
@@ -367,7 +547,8 @@ def tune_main(args: argparse.Namespace) -> int:
 def run_config(args: argparse.Namespace) -> C.Config:
     overrides = list(args.overrides)
     for flag, key in (("workers", "run.num_workers"), ("storage", "run.storage_path"),
-                      ("mlflow_uri", "run.mlflow_uri"), ("experiment", "run.experiment")):  # fmt: skip
+                      ("mlflow_uri", "run.mlflow_uri"), ("experiment", "run.experiment"),
+                      ("decode_on", "run.decode_resource")):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -381,6 +562,7 @@ def train_main(args: argparse.Namespace) -> int:
     from vidtempo.data.schema import DataError
     from vidtempo.train.run import ResourceError, fit
 
+    apply_verbose(args)
     try:
         cfg = run_config(args)
         res = fit(cfg, args.data, name=args.name, imagenet=args.imagenet)
@@ -411,6 +593,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vidtempo.data.schema import DataError
     from vidtempo.train.run import ResourceError, evaluate
 
+    apply_verbose(args)
     try:
         cfg = run_config(args)
         result = evaluate(cfg, args.checkpoint, args.data, protocol=args.protocol)
@@ -428,6 +611,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from vidtempo import demo
 
+    apply_verbose(args)
     return demo.main(args.workdir, args.epochs)
 
 
@@ -506,6 +690,13 @@ def _bench_tune(args: argparse.Namespace) -> int:
     from vidtempo.bench import tune
 
     return tune.main(args)
+
+
+def _bench_temporal(args: argparse.Namespace) -> int:
+    from vidtempo.bench import temporal
+
+    apply_verbose(args)
+    return temporal.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,17 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def source(root: Path | None = None) -> dict:
-    """{"commit", "dirty", "diff", "from"}: from the checkout's git, else from the environment
-    `vidtempo runtime-env` set at submit time, else unknown (dirty None)."""
+    """{"commit", "dirty", "diff", "from"}: from the environment `vidtempo runtime-env` set at
+    submit time (it describes the working dir that was uploaded, whichever installed copy of
+    vidtempo the job imports), else from the checkout's git, else unknown (dirty None)."""
+    if os.environ.get(ENV_COMMIT):
+        return {"commit": os.environ[ENV_COMMIT], "dirty": os.environ.get(ENV_DIRTY) == "true",
+                "diff": os.environ.get(ENV_DIFF, ""), "from": "submit"}  # fmt: skip
+    return checkout_source(root)
+
+
+def checkout_source(root: Path | None = None) -> dict:
+    """source() from the checkout's git alone ("from": "checkout", or "none" without one)."""
     root = root or PROJECT_DIR
     commit = _git(root, "rev-parse", "HEAD") if (root / ".git").exists() else None
     if commit:
@@ -59,9 +68,6 @@ def source(root: Path | None = None) -> dict:
                 diff += "".join(f"# untracked: {name}\n" for name in untracked)
         return {"commit": commit.strip(), "dirty": bool(status.strip()), "diff": diff,
                 "from": "checkout"}  # fmt: skip
-    if os.environ.get(ENV_COMMIT):
-        return {"commit": os.environ[ENV_COMMIT], "dirty": os.environ.get(ENV_DIRTY) == "true",
-                "diff": os.environ.get(ENV_DIFF, ""), "from": "submit"}  # fmt: skip
     return {"commit": "unknown", "dirty": None, "diff": "", "from": "none"}
 
 
@@ -136,7 +142,7 @@ def collect(root: Path | None = None) -> tuple[dict[str, str], str]:
 
 def runtime_env(root: Path | None = None, verbose: bool = False) -> dict:
     """`ray job submit --runtime-env-json` that carries this checkout's lineage to the driver."""
-    src = source(root)
+    src = checkout_source(root)
     if src["from"] != "checkout":
         raise RuntimeError(f"{root} is not a git checkout: nothing to record")
     diff = src["diff"]
