@@ -326,7 +326,8 @@ def _check_finished(cfg, res, uri):
         for what in ("offset_abs", "gate_std"):
             steps = [s for s, _ in tracking.metric_history(uri, res["mlflow_run_id"],
                                                            f"tin/{what}/{stage}")]  # fmt: skip
-            assert steps == [1, 2, 3], (what, stage, steps)
+            # (an epoch retried after the failure logs its point again, as `epoch` above)
+            assert sorted(set(steps)) == [1, 2, 3], (what, stage, steps)
     from mlflow.tracking import MlflowClient
 
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(res["mlflow_run_id"])}
