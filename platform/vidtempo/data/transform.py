@@ -32,6 +32,11 @@ def frames_per_clip(pipe: PipelineConfig) -> int:
     return s.clip_len if s.kind == "clips" else s.num_clips
 
 
+def clip_bytes(pipe: PipelineConfig) -> int:
+    """Bytes of one sample of `pipe` as it leaves the decode tasks (uint8)."""
+    return int(np.prod(output_shape(pipe, frames_per_clip(pipe))))
+
+
 def output_shape(pipe: PipelineConfig, frames_per_clip: int) -> tuple[int, ...]:
     clips, crops = views(pipe)
     size = pipe.crop.resize_to or pipe.crop.size

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vidtempo import config as C
 from vidtempo.config import Config, ConfigError
+from vidtempo.data.transform import clip_bytes
 
 # Videos per split of the zoo's datasets, when no converted manifest is at hand.
 KNOWN_SIZES = {
@@ -143,10 +144,7 @@ def plan(cfg: Config, gpus: int | None = None, clips_per_s: float | None = None,
     test_views = val_videos * clips * crops
     decode_hours = (train_clips + test_clips) * decode_s / 3600
     gpu_hours = train_clips / clips_per_s / 3600 + test_views / (EVAL_SPEEDUP * clips_per_s) / 3600
-    pipe = cfg.data.train
-    frames = pipe.sampler.clip_len if pipe.sampler.kind == "clips" else pipe.sampler.num_clips
-    side = pipe.crop.resize_to or pipe.crop.size
-    clip_bytes = frames * 3 * side * side  # uint8 over the network
+    sample_bytes = clip_bytes(cfg.data.train)  # uint8 over the network
     cost = None
     if gpu_hour_price is not None or cpu_hour_price is not None:
         cost = gpu_hours * (gpu_hour_price or 0) + decode_hours * (cpu_hour_price or 0)
@@ -156,8 +154,8 @@ def plan(cfg: Config, gpus: int | None = None, clips_per_s: float | None = None,
         train_clips=train_clips, test_clips=test_clips, test_views=test_views,
         decode_s_per_clip=decode_s, clips_per_s=clips_per_s, decode_core_hours=decode_hours,
         decode_cores_per_gpu=clips_per_s * decode_s, gpu_hours=gpu_hours,
-        wall_hours=gpu_hours / gpus, clip_bytes=clip_bytes,
-        gbit_per_s_per_gpu=clip_bytes * clips_per_s * 8 / 1e9,
+        wall_hours=gpu_hours / gpus, clip_bytes=sample_bytes,
+        gbit_per_s_per_gpu=sample_bytes * clips_per_s * 8 / 1e9,
         gpu_hour_price=gpu_hour_price, cpu_hour_price=cpu_hour_price, cost=cost, inputs=inputs,
     )  # fmt: skip
 

@@ -17,7 +17,6 @@ import socket
 import uuid
 from pathlib import Path
 
-import numpy as np
 import ray
 import ray.train
 import yaml
@@ -27,7 +26,7 @@ from vidtempo import config, tracking, verbosity
 from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
 from vidtempo.data.schema import MANIFEST, DataError, read_manifest
-from vidtempo.data.transform import frames_per_clip, output_shape
+from vidtempo.data.transform import clip_bytes
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
 
@@ -297,9 +296,8 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     else:
         run_tags = {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})}
         run_id = tracking.start_run(cfg, name, uri, run_tags, parent_run_id)
-        clip_bytes = int(np.prod(output_shape(cfg.data.train, frames_per_clip(cfg.data.train))))
         tracking.log_metrics(uri, run_id, {"steps_per_epoch": steps, "epoch_passes": repeats,
-                                           "clip_bytes": clip_bytes}, step=0)  # fmt: skip
+                                           "clip_bytes": clip_bytes(cfg.data.train)}, step=0)  # fmt: skip
         if repeats > 1 and not quiet:
             print(f"[{name}] {sum(u['rows'] for r in one_pass for u in r)} training videos: "
                   f"each epoch passes over them {repeats} times, {steps} steps, so that "
