@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vidtempo import config, lineage, tracking
+from vidtempo import config, lineage, storage, tracking
 from vidtempo.config import ConfigError
 from vidtempo.train import checkpoint as ckpt
 
@@ -175,7 +175,7 @@ def test_node_lost_mid_run_resumes_from_the_last_checkpoint(cluster, synthetic_d
     from vidtempo.train.run import fit
 
     cfg = cluster_cfg(tmp_path, mlflow_server, "train.epochs=4", "run.max_failures=2")
-    run_dir = ckpt.join(cfg.run.storage_path, "lost")
+    run_dir = storage.join(cfg.run.storage_path, "lost")
     removed = {}
 
     def remove_a_worker_node():

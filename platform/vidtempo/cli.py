@@ -318,9 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("videos", "video files + a list (path label | video_id,num_frames,label | Kinetics CSV)"),
     ]:
         pp = psub.add_parser(kind, help=help_)
-        pp.add_argument("--list", required=True, help="the annotation list")
-        pp.add_argument("--root", required=True, help="the folder the list's paths are relative to")
-        pp.add_argument("--out", required=True, help="the shard directory to write (one split)")
+        pp.add_argument("--list", required=True, help="the annotation list (a path or a URI)")
+        pp.add_argument("--root", required=True, help="the folder the list's paths are relative "
+                        "to: a local path or a URI (s3://BUCKET/kinetics400/videos)")  # fmt: skip
+        pp.add_argument("--out", required=True, help="the shard directory to write (one split): "
+                        "a local path or a URI (s3://BUCKET/data/k400/train)")  # fmt: skip
         pp.add_argument("--dataset", required=True, help="dataset name, e.g. sthv1, kinetics400")
         pp.add_argument("--split", required=True, help="train, val or test")
         pp.add_argument("--classes", default=None, help="class names, one per line, in label order")
@@ -343,15 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
             pp.add_argument(
                 "--keyint", type=int, default=None, help="re-encode with this keyframe interval"
             )
+        add_prepare_ray(pp)
         pp.set_defaults(func=cmd_prepare)
     ps = psub.add_parser("synthetic", help="generate and convert the synthetic temporal dataset")
-    ps.add_argument("--out", required=True)
+    ps.add_argument("--out", required=True, help="a local folder or a URI (s3://BUCKET/data/synthetic)")
     ps.add_argument("--train-per-class", type=int, default=24)
     ps.add_argument("--val-per-class", type=int, default=8)
     ps.add_argument("--frames", type=int, default=32)
     ps.add_argument("--size", type=int, default=64)
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--workers", type=int, default=None)
+    add_prepare_ray(ps)
     ps.set_defaults(func=cmd_prepare)
 
     imp = sub.add_parser("import-checkpoint", help="convert another codebase's checkpoint")
@@ -615,6 +619,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(args.workdir, args.epochs)
 
 
+def add_prepare_ray(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        help="convert as Ray tasks, one per shard, across the cluster at ADDRESS (default: "
+             "RAY_ADDRESS, else a local instance); --root and --out must then be URIs or "
+             "shared mounts when the cluster has several nodes")  # fmt: skip
+    parser.add_argument("--decode-on", default=None, metavar="RESOURCE",
+                        help="with --ray: run the tasks on the nodes carrying this Ray resource "
+                             "(cluster.yaml's cpu-decode nodes carry `decode`)")  # fmt: skip
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     import os
 
@@ -627,19 +642,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if args.prepare_command == "synthetic":
             per_class = {"train": args.train_per_class, "val": args.val_per_class}
             manifests = prepare.prepare_synthetic(args.out, per_class, args.frames, args.size,
-                                                  args.seed, workers)  # fmt: skip
+                                                  args.seed, workers, ray_address=args.ray,
+                                                  decode_resource=args.decode_on)  # fmt: skip
         else:
             opts = Options(out=args.out, dataset=args.dataset, split=args.split,
                            short_side=args.short_side, videos_per_shard=args.videos_per_shard,
                            workers=workers, timeout=args.timeout)  # fmt: skip
             if args.prepare_command == "rawframes":
                 opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
-                m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes)
+                m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,
+                                              args.ray, args.decode_on)  # fmt: skip
             else:
                 opts.storage, opts.keyint = args.storage, args.keyint
-                m = prepare.prepare_videos(args.list, args.root, opts, args.classes)
+                m = prepare.prepare_videos(args.list, args.root, opts, args.classes, args.ray,
+                                           args.decode_on)  # fmt: skip
             manifests = {args.split: m}
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, OSError) as exc:
         print(f"vidtempo: error: {exc}", file=sys.stderr)
         return 2
     for split, m in manifests.items():
@@ -700,10 +718,12 @@ def _bench_temporal(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vidtempo.storage import StorageError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except C.ConfigError as exc:
+    except (C.ConfigError, StorageError) as exc:
         print(f"vidtempo: error: {exc}", file=sys.stderr)
         return 2
 

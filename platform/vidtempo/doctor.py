@@ -27,9 +27,8 @@ from pathlib import Path
 
 import ray
 
-from vidtempo import tracking
+from vidtempo import storage, tracking
 from vidtempo.config import Config, ConfigError
-from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.run import check_cluster, ensure_ray, spans_nodes, storage_root
 
 
@@ -83,11 +82,11 @@ def probe(root: str, uri: str, data: str | None = None) -> dict:
                    op_cuda=native.has_cuda_kernel(), why=native.why_not() or "")  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the diagnosis
         out.update(vidtempo=f"not importable: {exc}", op=False, op_cuda=False, why=str(exc))
-    marker = ckpt.join(root, ".vidtempo-doctor", f"{uuid.uuid4().hex}.txt")
+    marker = storage.join(root, ".vidtempo-doctor", f"{uuid.uuid4().hex}.txt")
     try:
-        ckpt.write_bytes(marker, out["hostname"].encode())
-        assert ckpt.read_bytes(marker) == out["hostname"].encode(), "read back something else"
-        ckpt.delete(marker)
+        storage.write_bytes(marker, out["hostname"].encode())
+        assert storage.read_bytes(marker) == out["hostname"].encode(), "read back something else"
+        storage.delete(marker)
         out["storage"] = "ok"
     except Exception as exc:  # noqa: BLE001
         out["storage"] = f"FAIL: {type(exc).__name__}: {exc}"
@@ -103,12 +102,12 @@ def check_data_readable(data: str) -> str:
     import json
 
     try:
-        raw = ckpt.read_bytes(ckpt.join(data, "train", "manifest.json"))
+        raw = storage.read_bytes(storage.join(data, "train", "manifest.json"))
         if raw is None:
             return f"FAIL: no train/manifest.json under {data}"
         manifest = json.loads(raw)
         first = manifest["shards"][0]["file"]
-        size = len(ckpt.read_bytes(ckpt.join(data, "train", first)) or b"")
+        size = len(storage.read_bytes(storage.join(data, "train", first)) or b"")
         return f"ok ({manifest['num_videos']} videos; {first} {size / 2**20:.1f} MiB read)"
     except Exception as exc:  # noqa: BLE001 - reported: this is the diagnosis
         return f"FAIL: {type(exc).__name__}: {exc}"

@@ -2,8 +2,9 @@
 
 Each input is decoded once, in a worker process with a timeout (a native decoder that hangs is
 killed and the input quarantined), in parallel. Inputs are cut into chunks of `videos_per_shard`
-in list order; chunk k becomes part-k.parquet, written atomically, so a re-run skips the shards
-that exist. Every input that fails lands in quarantine.json with its reason.
+in list order; chunk k becomes part-k.parquet, written whole or not at all, so a re-run skips
+the shards that exist. Every input that fails lands in quarantine.json with its reason. Inputs
+and output may be local folders or URIs (vidtempo.storage).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from vidtempo import storage
 from vidtempo.data import convert_worker
 from vidtempo.data.schema import MANIFEST, QUARANTINE, SCHEMA_VERSION, DataError, schema_for
 
@@ -49,21 +51,29 @@ class Options:
 # annotation lists
 
 
+def read_text(location: str | Path) -> str:
+    """A list or class file: a local path or a URI."""
+    data = storage.read_bytes(location)
+    if data is None:
+        raise FileNotFoundError(f"{storage.where(location)} does not exist")
+    return data.decode()
+
+
 def read_class_names(path: str | Path) -> list[str]:
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def rawframe_jobs(list_file: str | Path, root: str | Path, opts: Options) -> list[dict]:
     """MMAction2 rawframes list: `frame_dir num_frames label` per line."""
     jobs = []
-    for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(list_file).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) < 3:
             raise DataError(f"{list_file}:{n}: expected 'frame_dir num_frames label', got {line!r}")
         jobs.append({
-            "kind": "rawframes", "dir": str(Path(root) / parts[0]), "video_id": parts[0],
+            "kind": "rawframes", "dir": storage.join(root, parts[0]), "video_id": parts[0],
             "expected_frames": int(parts[1]), "label": int(parts[2]),
             "filename_tmpl": opts.filename_tmpl, "start_index": opts.start_index,
             "short_side": opts.short_side, "storage": "frames",
@@ -71,14 +81,24 @@ def rawframe_jobs(list_file: str | Path, root: str | Path, opts: Options) -> lis
     return jobs
 
 
-def _find_video(root: Path, stem: str) -> Path:
-    p = root / stem
-    if p.suffix in VIDEO_EXTENSIONS:
-        return p
-    for ext in VIDEO_EXTENSIONS:
-        if (root / f"{stem}{ext}").exists():
-            return root / f"{stem}{ext}"
-    return root / f"{stem}.mp4"
+class _Finder:
+    """A video's file from its stem, with any of VIDEO_EXTENSIONS: each folder (local or in a
+    bucket) is listed once, not probed once per video and extension."""
+
+    def __init__(self):
+        self.listed: dict[str, set[str]] = {}
+
+    def __call__(self, folder: str, stem: str) -> str:
+        if stem.endswith(VIDEO_EXTENSIONS):
+            return storage.join(folder, stem)
+        if "/" in stem:  # a list entry with sub-folders
+            sub, stem = stem.rsplit("/", 1)
+            folder = storage.join(folder, sub)
+        if folder not in self.listed:
+            self.listed[folder] = set(storage.listdir(folder))
+        names = self.listed[folder]
+        ext = next((e for e in VIDEO_EXTENSIONS if f"{stem}{e}" in names), ".mp4")
+        return storage.join(folder, f"{stem}{ext}")
 
 
 def video_jobs(
@@ -87,10 +107,10 @@ def video_jobs(
     """Video lists: `path label` lines; `video_id,num_frames,label` lines (the Kinetics-400 val
     list); or the Kinetics CSV with a header `label,youtube_id,time_start,time_end,…` (class
     names: sorted, unless Options.classes gives them). Returns the jobs and the class names."""
-    root = Path(root)
-    text = Path(list_file).read_text()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    rows: list[tuple[Path, str, int | None, int]] = []  # path, video_id, frames, label
+    root = str(root)
+    find = _Finder()
+    lines = [ln for ln in read_text(list_file).splitlines() if ln.strip()]
+    rows: list[tuple[str, str, int | None, int]] = []  # path, video_id, frames, label
     classes = list(opts.classes)
     if lines and lines[0].replace(" ", "").startswith("label,youtube_id"):
         records = list(csv.DictReader(lines))
@@ -101,17 +121,16 @@ def video_jobs(
             stem = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
             if r["label"] not in index:
                 raise DataError(f"{list_file}: class {r['label']!r} is not in the class list")
-            rows.append((_find_video(root / r["label"], stem), stem, None, index[r["label"]]))
+            rows.append((find(storage.join(root, r["label"]), stem), stem, None, index[r["label"]]))
     else:
         for n, line in enumerate(lines, 1):
             parts = [p.strip() for p in line.split(",")] if "," in line else line.split()
             try:
                 if len(parts) == 3:
-                    rows.append(
-                        (_find_video(root, parts[0]), parts[0], int(parts[1]), int(parts[2]))
-                    )
+                    rows.append((find(root, parts[0]), parts[0], int(parts[1]), int(parts[2])))
                 elif len(parts) == 2:
-                    rows.append((root / parts[0], Path(parts[0]).stem, None, int(parts[1])))
+                    rows.append((storage.join(root, parts[0]), Path(parts[0]).stem, None,
+                                 int(parts[1])))  # fmt: skip
                 else:
                     raise ValueError
             except ValueError:
@@ -119,7 +138,7 @@ def video_jobs(
                     f"{list_file}:{n}: expected 'path label' or 'video_id,num_frames,label', got {line!r}"
                 ) from None
     jobs = [
-        {"kind": "video", "path": str(p), "video_id": vid, "expected_frames": frames, "label": label,
+        {"kind": "video", "path": p, "video_id": vid, "expected_frames": frames, "label": label,
          "storage": opts.storage, "short_side": opts.short_side, "keyint": opts.keyint}
         for p, vid, frames, label in rows
     ]  # fmt: skip
@@ -197,76 +216,105 @@ class _Pool:
 # shards
 
 
-def _write_shard(rows: list[dict], path: Path, storage: str) -> int:
-    table = pa.Table.from_pylist(rows, schema=schema_for(storage))
-    tmp = path.with_suffix(".parquet.tmp")
-    # video rows are large binaries: small row groups keep reads and memory bounded
-    pq.write_table(
-        table, tmp, row_group_size=8, compression="none" if storage == "video" else "snappy"
-    )
-    os.replace(tmp, path)
-    return path.stat().st_size
+ROW_GROUP = 8  # videos per Parquet row group: video rows are large binaries
 
 
-def convert(jobs: list[dict], opts: Options, source: dict) -> dict:
-    """Convert `jobs` into opts.out; returns the manifest."""
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / ".progress.json"
-    state = (
-        json.loads(state_path.read_text())
-        if state_path.exists()
-        else {"shards": {}, "quarantine": []}
-    )
+def write_shard(rows: list[dict], location: str, kind: str) -> dict:
+    """One shard, whole or not at all (vidtempo.storage.open_output); its manifest entry."""
+    table = pa.Table.from_pylist(rows, schema=schema_for(kind))
+    with storage.open_output(location) as f:
+        # small row groups keep reads and memory bounded
+        pq.write_table(table, f, row_group_size=ROW_GROUP,
+                       compression="none" if kind == "video" else "snappy")  # fmt: skip
+        size = f.tell()
+    groups = [min(ROW_GROUP, len(rows) - i) for i in range(0, len(rows), ROW_GROUP)]
+    return {"file": storage.name(location), "rows": len(rows), "bytes": size, "row_groups": groups}
+
+
+def convert_chunk(chunk: list[dict], location: str, kind: str, pool: _Pool,
+                  on_video=None) -> tuple[dict, list[dict]]:  # fmt: skip
+    """Decode and validate one shard's inputs with `pool`, write the shard; returns its manifest
+    entry and the quarantined inputs (in list order). An empty chunk makes an empty shard."""
+    rows: list[dict | None] = [None] * len(chunk)
+    bad: list[tuple[int, dict]] = []
+
+    def done(i, status, payload):
+        if status == "ok":
+            rows[i] = payload
+        else:
+            job = chunk[i]
+            bad.append((i, {"input": job.get("path") or job.get("dir"),
+                            "video_id": job["video_id"], "reason": payload}))  # fmt: skip
+        if on_video:
+            on_video()
+
+    pool.run(chunk, done)
+    entry = write_shard([r for r in rows if r is not None], location, kind)
+    return entry, [b for _, b in sorted(bad, key=lambda b: b[0])]
+
+
+def local_chunks(todo: list[tuple[str, list[dict]]], opts: Options, out: str, bar):
+    """Shards one after another on this machine, each decoded by `opts.workers` processes:
+    yields (shard name, manifest entry, quarantined) as each is written."""
+    pool = _Pool(opts.workers, opts.timeout)
+    try:
+        for name, chunk in todo:
+            entry, bad = convert_chunk(chunk, storage.join(out, name), opts.storage, pool,
+                                       on_video=lambda: bar.update(1))  # fmt: skip
+            yield name, entry, bad
+    finally:
+        pool.close()
+
+
+def convert(jobs: list[dict], opts: Options, source: dict, run_chunks=local_chunks) -> dict:
+    """Convert `jobs` into opts.out (a local folder or a URI); returns the manifest.
+
+    Inputs are cut into shards of `videos_per_shard` in list order. `.progress.json` records
+    each shard once it is completely written, so a re-run after a crash skips those and redoes
+    the rest; manifest.json and quarantine.json are written when every shard is.
+    `run_chunks(todo, opts, out, bar)` converts the shards still to do (this machine's process
+    pool, or Ray tasks across a cluster: vidtempo.data.convert_ray)."""
+    out = storage.normalize(opts.out)
+    storage.check_reachable(out, "output")
+    state_path = storage.join(out, ".progress.json")
+    state = json.loads(storage.read_bytes(state_path) or b'{"shards": {}, "quarantined": {}}')
     chunks = [
         jobs[i : i + opts.videos_per_shard] for i in range(0, len(jobs), opts.videos_per_shard)
     ]
-    quarantine = [q for q in state["quarantine"]]
-    pool = _Pool(opts.workers, opts.timeout)
+    names = [f"part-{k:05d}.parquet" for k in range(len(chunks))]
+    quarantined = state.setdefault("quarantined", {})
     bar = tqdm(total=len(jobs), unit="video", desc=f"prepare {opts.dataset}/{opts.split}",
                disable=not opts.progress, smoothing=0.1)  # fmt: skip
+    todo = []
+    for name, chunk in zip(names, chunks):
+        if name in state["shards"] and storage.exists(storage.join(out, name)):
+            bar.update(len(chunk))  # finished in an earlier run
+        else:
+            todo.append((name, chunk))
     try:
-        for k, chunk in enumerate(chunks):
-            name = f"part-{k:05d}.parquet"
-            if name in state["shards"] and (out / name).exists():
-                bar.update(len(chunk))  # finished in an earlier run
-                continue
-            rows: list[dict | None] = [None] * len(chunk)
-            bad = []
-
-            def done(i, status, payload, rows=rows, bad=bad, chunk=chunk):
-                if status == "ok":
-                    rows[i] = payload
-                else:
-                    job = chunk[i]
-                    bad.append({"input": job.get("path") or job.get("dir"), "video_id": job["video_id"],
-                                "reason": payload})  # fmt: skip
-                bar.update(1)
-
-            pool.run(chunk, done)
-            good = [r for r in rows if r is not None]
-            size = _write_shard(good, out / name, opts.storage)  # an empty chunk: an empty file
-            state["shards"][name] = {"file": name, "rows": len(good), "bytes": size}
-            quarantine.extend(bad)
-            state["quarantine"] = quarantine
-            state_path.write_text(json.dumps(state))
+        for name, entry, bad in run_chunks(todo, opts, out, bar):
+            state["shards"][name] = entry
+            quarantined[name] = bad
+            storage.write_bytes(state_path, json.dumps(state).encode())
     finally:
         bar.close()
-        pool.close()
+    # an earlier run's extra shards (a longer list, other options) are not this dataset's
+    shards = [state["shards"][n] for n in names]
+    quarantine = [q for n in names for q in quarantined.get(n, [])]
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "dataset": opts.dataset,
         "split": opts.split,
         "classes": list(opts.classes),
         "storage": opts.storage,
-        "num_videos": sum(s["rows"] for s in state["shards"].values()),
+        "num_videos": sum(s["rows"] for s in shards),
         "num_quarantined": len(quarantine),
-        "shards": [state["shards"][k] for k in sorted(state["shards"])],
+        "shards": shards,
         "source": source,
         "options": {"short_side": opts.short_side, "keyint": opts.keyint,
                     "videos_per_shard": opts.videos_per_shard, "timeout": opts.timeout,
                     "filename_tmpl": opts.filename_tmpl, "start_index": opts.start_index},
     }  # fmt: skip
-    (out / QUARANTINE).write_text(json.dumps(quarantine, indent=1))
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    storage.write_bytes(storage.join(out, QUARANTINE), json.dumps(quarantine, indent=1).encode())
+    storage.write_bytes(storage.join(out, MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import io
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
+
+from vidtempo import storage
 
 
 class ConversionError(Exception):
@@ -90,11 +91,12 @@ def _encode(
 def convert_video(job: dict) -> dict:
     """job: path, video_id, label, expected_frames (or None), storage, short_side, keyint,
     jpeg_quality."""
-    path = Path(job["path"])
     try:
-        data = path.read_bytes()
+        data = storage.read_bytes(job["path"])
     except OSError as exc:
         raise ConversionError(f"unreadable: {exc.strerror or exc}") from None
+    if data is None:
+        raise ConversionError("unreadable: no such file")
     if not data:
         raise ConversionError("unreadable: empty file (0 bytes)")
     frames, claimed, fps = _decode_all(data)
@@ -131,12 +133,13 @@ def convert_rawframes(job: dict) -> dict:
     """job: dir, video_id, label, expected_frames, filename_tmpl, start_index, short_side."""
     from PIL import Image
 
-    folder = Path(job["dir"])
-    if not folder.is_dir():
+    folder = job["dir"]
+    present = set(storage.listdir(folder))  # one listing, also of a prefix in a bucket
+    if not present:
         raise ConversionError(f"unreadable: no frame folder {folder}")
     n = job["expected_frames"]
-    paths = [folder / job["filename_tmpl"].format(i + job["start_index"]) for i in range(n)]
-    missing = [p.name for p in paths if not p.exists()]
+    names = [job["filename_tmpl"].format(i + job["start_index"]) for i in range(n)]
+    missing = [name for name in names if name not in present]
     if n == 0:
         raise ConversionError("zero frames")
     if missing:
@@ -144,14 +147,14 @@ def convert_rawframes(job: dict) -> dict:
             f"frame count: the list says {n}, {len(missing)} files missing (e.g. {missing[0]})"
         )
     frames = []
-    for p in paths:
-        data = p.read_bytes()
+    for name in names:
+        data = storage.read_bytes(storage.join(folder, name)) or b""
         try:
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 size = (img.height, img.width)
         except Exception as exc:  # noqa: BLE001 - any unreadable image
-            raise ConversionError(f"unreadable: {p.name}: {exc}") from None
+            raise ConversionError(f"unreadable: {name}: {exc}") from None
         frames.append(data)
     row = {"video_id": job["video_id"], "label": job["label"], "num_frames": n, "fps": 0.0}
     if job.get("short_side"):

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
+from vidtempo import storage
 from vidtempo.config import Config
 from vidtempo.data.schema import DataError, read_manifest, shard_paths
 from vidtempo.data.transform import VideoTransform
@@ -45,7 +46,8 @@ class ReadRowGroups:
         outs = []
         passes = units.get("pass", np.zeros(len(units["path"]), dtype=np.int64))
         for path, group, epoch, rep in zip(units["path"], units["row_group"], units["epoch"], passes):
-            table = pq.ParquetFile(str(path)).read_row_group(int(group), columns=self.columns)
+            with storage.open_input_file(path) as f:  # a local shard or an object, read here
+                table = pq.ParquetFile(f).read_row_group(int(group), columns=self.columns)
             batch = {k: np.asarray(v, dtype=object) for k, v in table.to_pydict().items()}
             batch["epoch"] = np.full(table.num_rows, int(epoch), dtype=np.int64)
             batch["pass"] = np.full(table.num_rows, int(rep), dtype=np.int64)
@@ -69,12 +71,16 @@ def quiet(ctx=None) -> None:
     ctx.print_on_execution_start = False
 
 
-def row_groups(paths: list[str]) -> list[tuple[str, int, int]]:
-    """(shard, row group, rows) of every row group."""
+def row_groups(paths: list[str], recorded: list | None = None) -> list[tuple[str, int, int]]:
+    """(shard, row group, rows) of every row group: the sizes the converter recorded in the
+    manifest (`recorded`, one list per shard) where there are some, else each shard's footer."""
     out = []
-    for p in paths:
-        meta = pq.ParquetFile(p).metadata
-        out += [(p, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    for p, sizes in zip(paths, recorded or [None] * len(paths)):
+        if sizes is None:
+            with storage.open_input_file(p) as f:
+                meta = pq.ParquetFile(f).metadata
+            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        out += [(p, g, n) for g, n in enumerate(sizes)]
     return out
 
 
@@ -86,8 +92,9 @@ def plan(data_dir: str | Path, split: str, epochs: range, seed: int = 0,
     worker sees different videos each epoch; with `repeats`, an epoch is that many passes, each
     shuffled (and later augmented) afresh. Val/test units are dealt once, in order, so each
     video is evaluated exactly once across the workers."""
-    data_dir = Path(data_dir)
-    groups = row_groups(shard_paths(data_dir, read_manifest(data_dir)))
+    manifest = read_manifest(data_dir)
+    recorded = [s.get("row_groups") for s in manifest["shards"] if s["rows"]]
+    groups = row_groups(shard_paths(data_dir, manifest), recorded)
     train = split == "train"
     per_rank: list[list[dict]] = [[] for _ in range(world)]
     for epoch in epochs if train else range(1):
@@ -136,8 +143,8 @@ def build(
     repeats: int = 1,
 ) -> ray.data.Dataset:
     """Worker `rank`'s dataset of one split (see `plan`): `train` augments with the train
-    pipeline over `epochs`; `val` and `test` run those pipelines once, in order."""
-    data_dir = Path(data_dir)
+    pipeline over `epochs`; `val` and `test` run those pipelines once, in order. `data_dir`
+    is a local folder or a URI: each decode task opens its row group where it runs."""
     manifest = read_manifest(data_dir)
     check_classes(manifest, cfg, data_dir)
     storage = manifest["storage"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from pathlib import Path
 
+from vidtempo import storage
 from vidtempo.data import convert as conv
 from vidtempo.data import synthetic
 from vidtempo.data.schema import MANIFEST
@@ -20,58 +21,99 @@ def _classes(opts: conv.Options, jobs: list[dict], classes_file: str | None) -> 
     return [str(i) for i in range(top + 1)]
 
 
-def prepare_rawframes(list_file, root, opts: conv.Options, classes_file: str | None = None) -> dict:
+def _runner(root, ray_address: str | None, decode_resource: str | None):
+    """This machine's process pool, or (with `ray_address`: "" for RAY_ADDRESS or a local
+    instance) one Ray task per shard."""
+    if ray_address is None:
+        return conv.local_chunks
+    from vidtempo.data.convert_ray import ray_chunks
+    from vidtempo.train.run import ensure_ray
+
+    ensure_ray(ray_address or None)
+    return ray_chunks(root, decode_resource)
+
+
+def prepare_rawframes(list_file, root, opts: conv.Options, classes_file: str | None = None,
+                      ray_address: str | None = None, decode_resource: str | None = None) -> dict:  # fmt: skip
+    """Frame folders under `root` (a folder or a URI) → shards in opts.out (a folder or a URI)."""
+    root = storage.normalize(root)
+    storage.check_reachable(root, "inputs")
     jobs = conv.rawframe_jobs(list_file, root, opts)
     opts.storage = "frames"
     opts.classes = _classes(opts, jobs, classes_file)
-    source = {
-        "kind": "rawframes",
-        "list": str(Path(list_file).resolve()),
-        "root": str(Path(root).resolve()),
-    }
-    return conv.convert(jobs, opts, source)
+    source = {"kind": "rawframes", "list": storage.normalize(list_file), "root": root}
+    return conv.convert(jobs, opts, source, _runner(root, ray_address, decode_resource))
 
 
-def prepare_videos(list_file, root, opts: conv.Options, classes_file: str | None = None) -> dict:
+def prepare_videos(list_file, root, opts: conv.Options, classes_file: str | None = None,
+                   ray_address: str | None = None, decode_resource: str | None = None) -> dict:  # fmt: skip
+    """Videos under `root` (a folder or a URI) → shards in opts.out (a folder or a URI)."""
+    root = storage.normalize(root)
+    storage.check_reachable(root, "inputs")
     if classes_file:
         opts.classes = conv.read_class_names(classes_file)
     jobs, classes = conv.video_jobs(list_file, root, opts)
     opts.classes = classes or _classes(opts, jobs, None)
-    source = {
-        "kind": "videos",
-        "list": str(Path(list_file).resolve()),
-        "root": str(Path(root).resolve()),
-    }
-    return conv.convert(jobs, opts, source)
+    source = {"kind": "videos", "list": storage.normalize(list_file), "root": root}
+    return conv.convert(jobs, opts, source, _runner(root, ray_address, decode_resource))
 
 
 def synthetic_ready(out, videos_per_class: dict[str, int], frames: int, size: int,
-                    seed: int) -> dict[str, bool]:  # fmt: skip
+                    seed: int, raw: str | Path | None = None) -> dict[str, bool]:  # fmt: skip
     """Split → whether out/<split> holds the synthetic split these settings make (this
     generator version, every video converted)."""
-    current = synthetic.is_current(Path(out) / "raw", frames, size, seed)
+    current = synthetic.is_current(raw or raw_dir(out, frames, size, seed), frames, size, seed)
     ready = {}
     for split, n in videos_per_class.items():
-        path = Path(out) / split / MANIFEST
-        made = json.loads(path.read_text()) if path.exists() else {}
+        data = storage.read_bytes(storage.join(out, split, MANIFEST))
+        made = json.loads(data) if data else {}
         count = made.get("num_videos", 0) + made.get("num_quarantined", 0)
         ready[split] = current and count == n * len(synthetic.CLASSES)
     return ready
 
 
+def raw_dir(out, frames: int, size: int, seed: int) -> Path:
+    """Where the synthetic videos are rendered: out/raw for a local `out`; for a URI, a folder
+    of this machine's cache (they are then uploaded to out/raw, beside the shards)."""
+    if not storage.is_uri(out):
+        return Path(storage.normalize(out)) / "raw"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return cache / "vidtempo" / "synthetic-raw" / f"{frames}f-{size}px-seed{seed}"
+
+
+def upload(folder: Path, to: str) -> str:
+    """Copy a local folder's files to a URI prefix (those already there are skipped)."""
+    have = set()
+    for sub in sorted({p.parent for p in folder.rglob("*") if p.is_file()}):
+        rel = sub.relative_to(folder).as_posix()
+        there = storage.join(to, rel) if rel != "." else to
+        have = set(storage.listdir(there))
+        for p in sorted(sub.iterdir()):
+            if p.is_file() and p.name not in have:
+                storage.write_bytes(storage.join(there, p.name), p.read_bytes())
+    return to
+
+
 def prepare_synthetic(out, videos_per_class: dict[str, int] | None = None, frames: int = 32,
-                      size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:  # fmt: skip
-    """Generate the synthetic temporal dataset under out/raw and convert each split to out/<split>.
-    A split made by another generator version or with other settings is made again."""
-    out = Path(out)
+                      size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True,
+                      ray_address: str | None = None, decode_resource: str | None = None) -> dict:  # fmt: skip
+    """Generate the synthetic temporal dataset and convert each split to out/<split> (a folder
+    or a URI). A split made by another generator version or with other settings is made again."""
+    out = storage.normalize(out)
     per_class = videos_per_class or {"train": 24, "val": 8}
-    for split, ready in synthetic_ready(out, per_class, frames, size, seed).items():
+    raw = raw_dir(out, frames, size, seed)
+    for split, ready in synthetic_ready(out, per_class, frames, size, seed, raw).items():
         if not ready:
-            shutil.rmtree(out / split, ignore_errors=True)
-    lists = synthetic.generate(out / "raw", per_class, frames, size, seed, workers)
+            storage.delete_tree(storage.join(out, split))
+    lists = synthetic.generate(raw, per_class, frames, size, seed, workers)
+    videos = str(raw / "videos")
+    if storage.is_uri(out):  # where every node of a cluster reads them
+        videos = upload(raw / "videos", storage.join(out, "raw", "videos"))
     manifests = {}
     for split, list_file in lists.items():
-        opts = conv.Options(out=out / split, dataset="synthetic", split=split, storage="video",
-                            workers=workers, classes=list(synthetic.CLASSES), progress=progress)  # fmt: skip
-        manifests[split] = prepare_videos(list_file, out / "raw" / "videos", opts)
+        opts = conv.Options(out=storage.join(out, split), dataset="synthetic", split=split,
+                            storage="video", workers=workers, classes=list(synthetic.CLASSES),
+                            progress=progress)  # fmt: skip
+        manifests[split] = prepare_videos(list_file, videos, opts, ray_address=ray_address,
+                                          decode_resource=decode_resource)  # fmt: skip
     return manifests

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from vidtempo import storage
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 QUARANTINE = "quarantine.json"
@@ -34,14 +36,17 @@ class DataError(ValueError):
 
 
 def read_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / MANIFEST
-    if not Path(data_dir).is_dir():
-        raise DataError(f"data directory {data_dir} does not exist; convert a dataset into it "
-                        "with `vidtempo prepare …` (see datasets/README.md)")  # fmt: skip
-    if not path.exists():
+    """The manifest of a shard folder: a local path or a URI (s3://, gs://, file://)."""
+    storage.check_reachable(data_dir, "data")
+    raw = storage.read_bytes(storage.join(data_dir, MANIFEST))
+    if raw is None:
+        if not storage.exists(data_dir):
+            raise DataError(f"data directory {storage.where(data_dir)} does not exist; convert a "
+                            "dataset into it with `vidtempo prepare …` (see datasets/README.md)")  # fmt: skip
         raise DataError(f"{data_dir} has no {MANIFEST}: it is not a vidtempo shard directory; "
                         "convert the videos with `vidtempo prepare …` first")  # fmt: skip
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(raw)
+    path = storage.join(data_dir, MANIFEST)
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{path} has schema version {manifest.get('schema_version')}, this "
                         f"vidtempo reads {SCHEMA_VERSION}: convert the dataset again")  # fmt: skip
@@ -53,4 +58,6 @@ def read_manifest(data_dir: str | Path) -> dict:
 
 
 def shard_paths(data_dir: str | Path, manifest: dict) -> list[str]:
-    return [str(Path(data_dir).resolve() / s["file"]) for s in manifest["shards"] if s["rows"]]
+    """Every non-empty shard, as an absolute path or a URI."""
+    root = storage.normalize(data_dir)
+    return [storage.join(root, s["file"]) for s in manifest["shards"] if s["rows"]]

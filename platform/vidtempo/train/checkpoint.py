@@ -10,7 +10,7 @@ Beside Ray's checkpoints, under the run directory:
     best/index.json     their metric values
     progress.json       epochs finished and the MLflow run id (the dataset factories read it
                         to start streaming at the first unfinished epoch)
-Paths may be local or URIs (s3://, gs://): files go through pyarrow.fs.
+Paths may be local or URIs (s3://, gs://): files go through vidtempo.storage.
 """
 
 from __future__ import annotations
@@ -21,44 +21,9 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pyarrow.fs as pafs
 import torch
 
-
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(uri)
-
-
-def write_bytes(uri: str, data: bytes) -> None:
-    fs, path = _fs(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
-
-
-def read_bytes(uri: str) -> bytes | None:
-    fs, path = _fs(uri)
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(path) as f:
-        return f.read()
-
-
-def delete(uri: str) -> None:
-    fs, path = _fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_file(path)
-
-
-def delete_tree(uri: str) -> None:
-    fs, path = _fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
-
-
-def join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts])
-
+from vidtempo.storage import delete, is_dir, join, normalize, read_bytes, where, write_bytes
 
 # ---- Ray checkpoint directories -------------------------------------------------------------
 
@@ -97,16 +62,18 @@ def load_state(directory: str | Path, rank: int) -> tuple[dict, dict | None]:
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Model weights from a Ray checkpoint directory, a best/*.pt file or an imported
-    checkpoint (`vidtempo import-checkpoint`)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "state.pt"
-    if not path.exists():
+    checkpoint (`vidtempo import-checkpoint`); a local path or a URI (s3://…)."""
+    path = normalize(path)
+    if is_dir(path):
+        path = join(path, "state.pt")
+    data = read_bytes(path)
+    if data is None:
         raise FileNotFoundError(
-            f"no checkpoint at {path}: pass a checkpoint directory (runs/<name>/checkpoint_*), "
-            "a best/epoch_*.pt file or a file written by `vidtempo import-checkpoint`"
+            f"no checkpoint at {where(path)}: pass a checkpoint directory "
+            "(runs/<name>/checkpoint_*), a best/epoch_*.pt file or a file written by "
+            "`vidtempo import-checkpoint`"
         )
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and key in obj:
             return obj[key]

@@ -22,7 +22,7 @@ import ray.train
 import yaml
 from ray.train.torch import TorchTrainer
 
-from vidtempo import config, tracking, verbosity
+from vidtempo import config, storage, tracking, verbosity
 from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
 from vidtempo.data.schema import MANIFEST, DataError, read_manifest
@@ -198,13 +198,17 @@ def scaling(cfg: Config) -> ray.train.ScalingConfig:
     )
 
 
-def check_data(cfg: Config, data_dir: Path) -> None:
+def check_data(cfg: Config, data_dir: str) -> None:
+    """train/ and val/ shard folders under `data_dir` (a local path or a URI), readable from
+    here, with videos, of the config's classes. A URI whose endpoint does not answer or refuses
+    the credentials fails here, before anything starts."""
+    storage.check_reachable(data_dir, "data")
     for split in ("train", "val"):
-        d = data_dir / split
-        if not d.exists():
+        d = storage.join(data_dir, split)
+        if not storage.exists(storage.join(d, MANIFEST)) and not storage.exists(d):
             raise DataError(
-                f"{data_dir} has no '{split}' folder: --data must hold train/ and val/ shard "
-                f"folders (`vidtempo prepare ... --out {data_dir}` writes them)"
+                f"{storage.where(data_dir)} has no '{split}' folder: --data must hold train/ and "
+                f"val/ shard folders (`vidtempo prepare ... --out {data_dir}` writes them)"
             )
         manifest = read_manifest(d)
         if not manifest.get("num_videos"):
@@ -225,11 +229,11 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
         start = ckpt.restored_epochs(run_dir)
         if start >= cfg.train.epochs:
             return ray.data.from_items([{"epoch": 0}])  # nothing left to train; never read
-        return pipeline.build(Path(data_dir) / "train", cfg, "train",
+        return pipeline.build(storage.join(data_dir, "train"), cfg, "train",
                               epochs=range(start, cfg.train.epochs), seed=cfg.run.seed,
                               backend=backend, data_cpus=data_cpus, rank=rank, world=world,
                               repeats=repeats)  # fmt: skip
-    return make_split_dataset(str(Path(data_dir) / "val"), cfg_dict, split, rank, world, backend)
+    return make_split_dataset(storage.join(data_dir, "val"), cfg_dict, split, rank, world, backend)
 
 
 def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
@@ -241,7 +245,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     `train_fn` is the per-worker loop (tests wrap it to inject failures); `callbacks` are Ray
     Train callbacks (a Tune sweep passes TuneReportCallback); `quiet`: no progress lines (a
     sweep's trials, whose events the sweep prints), unless verbose."""
-    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir = storage.normalize(data_dir)
     check_data(cfg, data_dir)
     if cfg.model.pretrained == "imagenet" and imagenet is None:
         imagenet = os.environ.get("VIDTEMPO_IMAGENET")
@@ -257,7 +261,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
         imagenet = None
     name = name or cfg.name
     root = storage_root(cfg)
-    run_dir = ckpt.join(root, name)
+    run_dir = storage.join(root, name)
     uri = tracking.resolve_uri(cfg)
     ensure_ray()
     check_resources(cfg)
@@ -265,20 +269,21 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
 
     batch = cfg.run.batch_per_worker or cfg.train.videos_per_gpu
     world = cfg.run.num_workers
-    one_pass = pipeline.plan(data_dir / "train", "train", range(1), cfg.run.seed, world)
+    train_dir = storage.join(data_dir, "train")
+    one_pass = pipeline.plan(train_dir, "train", range(1), cfg.run.seed, world)
     repeats = pipeline.repeats_for(one_pass, batch, cfg.train.epochs, cfg.train.min_steps)
-    units = pipeline.plan(data_dir / "train", "train", range(cfg.train.epochs), cfg.run.seed,
+    units = pipeline.plan(train_dir, "train", range(cfg.train.epochs), cfg.run.seed,
                           world, repeats)  # fmt: skip
     steps = pipeline.steps_per_epoch(units, batch)
     if steps < 1:
         raise DataError(
-            f"{data_dir / 'train'} is too small for {world} workers × {batch} videos per step: "
+            f"{train_dir} is too small for {world} workers × {batch} videos per step: "
             "use fewer workers or a smaller run.batch_per_worker"
         )
 
     # ---- the MLflow run: new, or the one this run name already has ---------------------------
     progress = ckpt.read_progress(run_dir)
-    saved = ckpt.read_bytes(ckpt.join(run_dir, "config.yaml"))
+    saved = storage.read_bytes(storage.join(run_dir, "config.yaml"))
     if progress.get("mlflow_run_id") and saved is not None:
         before = config.from_dict(yaml.safe_load(saved), f"{run_dir}/config.yaml")
         changed = config.diff(before, cfg)
@@ -303,7 +308,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
                   f"each epoch passes over them {repeats} times, {steps} steps, so that "
                   f"{cfg.train.epochs} epochs make train.min_steps={cfg.train.min_steps} or more",
                   flush=True)  # fmt: skip
-        ckpt.write_bytes(ckpt.join(run_dir, "config.yaml"), config.dump_yaml(cfg).encode())
+        storage.write_bytes(storage.join(run_dir, "config.yaml"), config.dump_yaml(cfg).encode())
         ckpt.write_progress(run_dir, epochs_done=0, mlflow_run_id=run_id)
 
     job = {"config": config.to_dict(cfg), "name": name, "run_dir": run_dir,
@@ -313,7 +318,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     cfg_dict = config.to_dict(cfg)
     pipeline.quiet()  # the driver's DataContext goes to the workers
     datasets = {
-        f"{split}_{r}": functools.partial(make_dataset, str(data_dir), cfg_dict, split, r, world,
+        f"{split}_{r}": functools.partial(make_dataset, data_dir, cfg_dict, split, r, world,
                                           run_dir, repeats=repeats)  # fmt: skip
         for split in ("train", "val", "test")
         for r in range(world)
@@ -348,25 +353,29 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
              protocol: str = "test") -> dict[str, float]:  # fmt: skip
     """Score a checkpoint on the val/ shards under the config's test (or val) protocol, on
     Ray Train workers; scores are merged by video_id across the workers."""
-    data_dir = Path(data_dir).expanduser().resolve()
-    d = data_dir / "val"
-    if not d.exists() and (data_dir / MANIFEST).exists():
+    data_dir = storage.normalize(data_dir)
+    storage.check_reachable(data_dir, "data")
+    d = storage.join(data_dir, "val")
+    if not storage.exists(storage.join(d, MANIFEST)) and storage.exists(
+        storage.join(data_dir, MANIFEST)
+    ):
         d = data_dir  # the val shard folder itself
     pipeline.check_classes(read_manifest(d), cfg, d)
-    checkpoint = Path(checkpoint).expanduser().resolve()
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    checkpoint = storage.normalize(checkpoint)
+    storage.check_reachable(checkpoint, "checkpoint")
+    if not storage.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint {storage.where(checkpoint)} does not exist")
     ensure_ray()
     check_resources(cfg)
     check_cluster(cfg, storage_root(cfg), None)
     world = cfg.run.num_workers
     split = "test" if protocol == "test" else "val"
-    root = ckpt.join(storage_root(cfg), "_evaluate")
+    root = storage.join(storage_root(cfg), "_evaluate")
     name = f"{cfg.name}-{uuid.uuid4().hex[:8]}"
     pipeline.quiet()
     cfg_dict = config.to_dict(cfg)
     datasets = {
-        f"{split}_{r}": functools.partial(make_split_dataset, str(d), cfg_dict, split, r, world)
+        f"{split}_{r}": functools.partial(make_split_dataset, d, cfg_dict, split, r, world)
         for r in range(world)
     }
     trainer = TorchTrainer(
@@ -384,7 +393,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     result = trainer.fit()
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     with contextlib.suppress(Exception):
-        ckpt.delete_tree(ckpt.join(root, name))
+        storage.delete_tree(storage.join(root, name))
     return metrics
 
 

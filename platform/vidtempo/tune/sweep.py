@@ -21,9 +21,8 @@ import ray
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from vidtempo import config, tracking, verbosity
+from vidtempo import config, storage, tracking, verbosity
 from vidtempo.config import Config
-from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.run import (
     ResourceError,
     check_cluster,
@@ -66,13 +65,13 @@ class ResumableASHA(tune.schedulers.ASHAScheduler):
     def _read_state(self) -> None:
         if self._state_read:
             return
-        saved = ckpt.read_bytes(self.state_path)
+        saved = storage.read_bytes(self.state_path)
         if saved:
             self.__dict__.update(pickle.loads(saved))
         self._state_read = True
 
     def _write_state(self) -> None:
-        ckpt.write_bytes(self.state_path, pickle.dumps(self.__dict__))
+        storage.write_bytes(self.state_path, pickle.dumps(self.__dict__))
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._read_state()
@@ -152,11 +151,11 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
     name = name or f"tune-{base.name}"
     uri = tracking.resolve_uri(base)
     check_cluster(base, storage_root(base), uri)
-    root = ckpt.join(storage_root(base), "sweeps")
-    sweep_dir = ckpt.join(root, name)
+    root = storage.join(storage_root(base), "sweeps")
+    sweep_dir = storage.join(root, name)
 
     # ---- the parent MLflow run: new, or the interrupted sweep's -------------------------------
-    state = json.loads(ckpt.read_bytes(ckpt.join(sweep_dir, "vidtempo_sweep.json")) or b"{}")
+    state = json.loads(storage.read_bytes(storage.join(sweep_dir, "vidtempo_sweep.json")) or b"{}")
     can_restore = tune.Tuner.can_restore(sweep_dir)
     if resume and not can_restore:
         raise FileNotFoundError(f"no sweep named '{name}' to resume in {root}")
@@ -173,7 +172,7 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
             "vidtempo.kind": "sweep", "vidtempo.sweep": name, "vidtempo.scheduler": scheduler,
             **{f"space.{k}": v for k, v in described.items()}})  # fmt: skip
         tracking.log_dict(uri, parent, described, "space.json")
-        ckpt.write_bytes(ckpt.join(sweep_dir, "vidtempo_sweep.json"),
+        storage.write_bytes(storage.join(sweep_dir, "vidtempo_sweep.json"),
                          json.dumps({"parent_run_id": parent}).encode())  # fmt: skip
 
     fn = tune.with_resources(
@@ -185,7 +184,7 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
     metric, mode = base.eval.metric, base.eval.mode
     if scheduler == "asha":
         sched = ResumableASHA(
-            ckpt.join(sweep_dir, "asha_state.pkl"), time_attr="epoch", max_t=base.train.epochs, grace_period=grace_period,
+            storage.join(sweep_dir, "asha_state.pkl"), time_attr="epoch", max_t=base.train.epochs, grace_period=grace_period,
             reduction_factor=reduction_factor, stop_last_trials=False)  # fmt: skip
     else:
         sched = tune.schedulers.FIFOScheduler()
@@ -216,8 +215,8 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
     out = {"rows": rows, "best": best_row, "parent_run_id": parent, "sweep_dir": sweep_dir}
     if best_row:
         best_cfg = config.override(base, best_row["params"], "the best trial")
-        path = ckpt.join(sweep_dir, "best_config.yaml")
-        ckpt.write_bytes(path, config.dump_yaml(best_cfg).encode())
+        path = storage.join(sweep_dir, "best_config.yaml")
+        storage.write_bytes(path, config.dump_yaml(best_cfg).encode())
         tracking.log_text(uri, parent, config.dump_yaml(best_cfg), "best_config.yaml")
         tracking.log_metrics(uri, parent, {f"best/{metric}": best_row["best"]}, step=0)
         out["best_config_path"] = path

@@ -1,0 +1,62 @@
+"""`vidtempo prepare … --ray`: the conversion as Ray tasks, one per shard, across a cluster.
+
+Each task decodes and validates its shard's inputs exactly as the local converter does (the
+same worker code, in one child process with the same timeout, so a hanging or crashing decoder
+costs that input, not the task) and writes the shard to the output folder or bucket; the driver
+records each finished shard in `.progress.json` as results come in. Inputs and output must be
+where every node reads and writes them: a URI (s3://, gs://) or a folder on a shared mount.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from vidtempo import storage
+from vidtempo.data import convert
+from vidtempo.data.pipeline import DECODE_SHARE
+
+
+def _convert_shard(chunk: list[dict], location: str, kind: str, timeout: float):
+    pool = convert._Pool(1, timeout)
+    try:
+        entry, bad = convert.convert_chunk(chunk, location, kind, pool)
+    finally:
+        pool.close()
+    return entry, bad
+
+
+def check_shared(root: str, out: str) -> None:
+    """On several nodes, a local input or output folder would be read and written on whichever
+    node a task lands on: fail before any task starts."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    local = [flag for flag, where_ in (("--root", root), ("--out", out))
+             if not storage.is_uri(where_)]  # fmt: skip
+    if len(nodes) > 1 and local:
+        raise convert.DataError(
+            f"prepare --ray runs its tasks on {len(nodes)} nodes, but {' and '.join(local)} "
+            "name a folder on this machine: use s3://BUCKET/PREFIX (or gs://), or file:///PATH "
+            "on a mount every node sees")  # fmt: skip
+
+
+def ray_chunks(root: str, decode_resource: str | None = None):
+    """A `run_chunks` for vidtempo.data.convert.convert: every shard still to do as one Ray
+    task (1 CPU; on the nodes carrying `decode_resource` when given), yielded as each ends."""
+
+    def run(todo, opts, out, bar):
+        check_shared(str(root), out)
+        place = {"resources": {decode_resource: DECODE_SHARE}} if decode_resource else {}
+        task = ray.remote(_convert_shard).options(num_cpus=1, **place)
+        pending = {task.remote(chunk, storage.join(out, name), opts.storage, opts.timeout):
+                   (name, len(chunk)) for name, chunk in todo}  # fmt: skip
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                name, n = pending.pop(ready[0])
+                entry, bad = ray.get(ready[0])
+                bar.update(n)
+                yield name, entry, bad
+        finally:
+            for ref in pending:  # an error stops the rest; finished shards stay recorded
+                ray.cancel(ref)
+
+    return run
