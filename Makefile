@@ -19,7 +19,7 @@ export MAX_JOBS ?= 2
 OUT ?= gpu-check
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-.PHONY: install demo test lint bench clean gpu-check
+.PHONY: install demo test lint bench clean gpu-check cluster-rehearsal
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: install lint
 
 demo: install
 	$(BIN)/vidtempo demo
+
+# the README's cluster workflow on this machine: a local S3 server, tracking server and a
+# two-node Ray cluster in token mode (a few minutes on 2 cores; files under rehearsal/)
+cluster-rehearsal: install
+	$(BIN)/python -m vidtempo.rehearsal --workdir rehearsal
 
 bench: install
 	$(BIN)/vidtempo bench op

@@ -4,8 +4,17 @@ import os
 
 import pytest
 
+from vidtempo.rehearsal import RayNode as RayHead  # noqa: F401 - the tests' `ray start --head`
+from vidtempo.rehearsal import S3Server, free_port, start_mlflow_server, stop_process_group
+
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # as vidtempo's local instances (Ray's default)
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+
+# S3 in this session is the local server of the `s3` fixture, never AWS: its endpoint and
+# keys are in the environment from the start, so every Ray instance the tests start (and so
+# every Ray worker) reaches the bucket the way a cluster reaches S3 (AWS_ENDPOINT_URL).
+S3_PORT = free_port()
+os.environ.update(S3Server.env_for(f"http://127.0.0.1:{S3_PORT}"))
 
 
 @pytest.fixture(scope="session")
@@ -39,122 +48,13 @@ def synthetic_data(tmp_path_factory):
     return out
 
 
-def start_mlflow_server(root, login: tuple[str, str] | None = None):
-    """`mlflow server` on 127.0.0.1 with SQLite behind it (root/mlflow.db) and artifacts proxied
-    to root/artifacts; with `login`, behind MLflow's basic-auth app whose admin is that user.
-    Returns (process, URL) once /health answers."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    from vidtempo.train.run import free_port
-
-    port = free_port()
-    env = dict(os.environ)
-    args = []
-    if login:
-        ini = Path(root) / "basic_auth.ini"
-        ini.write_text(f"[mlflow]\ndefault_permission = READ\n"
-                       f"database_uri = sqlite:///{Path(root) / 'basic_auth.db'}\n"
-                       f"admin_username = {login[0]}\n"
-                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
-        env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=login[1],
-                   MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex())  # fmt: skip
-        args = ["--app-name", "basic-auth"]
-    mlflow = Path(sys.executable).parent / "mlflow"
-    log = open(Path(root) / "server.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [str(mlflow), "server", *args, "--host", "127.0.0.1", f"--port={port}", "--workers=1",
-         f"--backend-store-uri=sqlite:///{Path(root) / 'mlflow.db'}",
-         f"--artifacts-destination={Path(root) / 'artifacts'}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )  # fmt: skip
-    proc.log = log
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start: {(Path(root) / 'server.log').read_text()[-2000:]}")
-            time.sleep(1)
-
-
-def stop_process_group(proc) -> None:
-    import signal
-    import subprocess
-
-    os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    if getattr(proc, "log", None):
-        proc.log.close()
-
-
-class RayHead:
-    """`ray start --head --block` of the test's own, every port its own (the suite's Ray may
-    hold the defaults), in a process group stopped by `stop()`; `address` is the dashboard's
-    URL, `gcs` the address `ray.init` / `--address` take. Waits until the dashboard answers
-    (HTTP 401 counts: a head in token mode asks who we are)."""
-
-    def __init__(self, env: dict, num_cpus: int = 2):
-        import subprocess
-        import sys
-        import time
-        import urllib.error
-        import urllib.request
-        from pathlib import Path
-
-        from vidtempo.train.run import free_port
-
-        bin_dir = Path(sys.executable).parent
-        self.gcs_port, dash = free_port(), free_port()
-        self.gcs, self.address = f"127.0.0.1:{self.gcs_port}", f"http://127.0.0.1:{dash}"
-        self.proc = subprocess.Popen(
-            [str(bin_dir / "ray"), "start", "--head", f"--port={self.gcs_port}",
-             f"--num-cpus={num_cpus}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-             *(f"--{name}-port={free_port()}" for name in (
-                 "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
-                 "runtime-env-agent", "ray-client-server", "node-manager", "object-manager")),
-             "--block"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.address}/api/version", timeout=2)
-                return
-            except urllib.error.HTTPError as exc:
-                assert exc.code in (401, 403), exc
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    pytest.fail("the Ray head did not come up")
-                time.sleep(1)
-
-    def stop(self) -> None:
-        import signal
-        import subprocess
-        from pathlib import Path
-
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        # `ray start` leaves its address for later `ray.init()` calls to join: not a dead head's
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.exists() and current.read_text().strip().endswith(f":{self.gcs_port}"):
-            current.unlink()
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's standalone S3 server on 127.0.0.1 (the endpoint the environment already names),
+    for the whole session; `s3.make_bucket(name)` returns "s3://name"."""
+    server = S3Server(tmp_path_factory.mktemp("s3"), port=S3_PORT)
+    yield server
+    server.stop()
 
 
 MLFLOW_LOGIN = ("vidtempo", "test-" + os.urandom(12).hex())  # made per session, never stored

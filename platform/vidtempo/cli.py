@@ -355,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--size", type=int, default=64)
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--workers", type=int, default=None)
+    ps.add_argument("--videos-per-shard", type=int, default=64)
     add_prepare_ray(ps)
     ps.set_defaults(func=cmd_prepare)
 
@@ -372,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="a checkpoint under the config's test protocol")
     ev.add_argument("config", help="zoo config name or YAML")
     ev.add_argument("checkpoint", help="a run's checkpoint directory, best/epoch_*.pt, or a file "
-                    "from `vidtempo import-checkpoint`")  # fmt: skip
-    ev.add_argument("--data", required=True, help="folder with the val/ shards")
+                    "from `vidtempo import-checkpoint` (a local path or a URI)")  # fmt: skip
+    ev.add_argument("--data", required=True, help="folder with the val/ shards (a path or a URI)")
     ev.add_argument("--protocol", choices=["test", "val"], default="test",
                     help="the config's test pipeline (default) or its val pipeline")  # fmt: skip
     ev.add_argument("--workers", type=int, default=None, help="Ray Train workers")
@@ -421,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--cpus", type=int, default=2)
     bd.add_argument("--rounds", type=int, default=2)
     bd.add_argument("--epochs", type=int, default=3, help="passes over the data per timing")
+    bd.add_argument("--s3", action="store_true", help="also stream the shards from a bucket of a "
+                    "local S3 server (moto), timed beside the local copy")  # fmt: skip
     bd.add_argument("--json", default=None)
     bd.set_defaults(func=_bench_data)
     bt = bsub.add_parser("train", help="clips/s of a full training step (SGD, clip) per model")
@@ -478,7 +481,8 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> 
         p.add_argument("--config", required=True, help="zoo config name or YAML")
     else:
         p.add_argument("--config", default=config, help=f"zoo config (default: {config})")
-    p.add_argument("--data", required=True, help="folder with train/ and val/ shard folders")
+    p.add_argument("--data", required=True, help="folder with train/ and val/ shard folders: "
+                   "a local path or a URI (s3://BUCKET/data/sthv1, gs://…, file://…)")  # fmt: skip
     p.add_argument("--name", default=None, help="run name (default: the config name); "
                    "a name that has checkpoints resumes")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -643,7 +647,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             per_class = {"train": args.train_per_class, "val": args.val_per_class}
             manifests = prepare.prepare_synthetic(args.out, per_class, args.frames, args.size,
                                                   args.seed, workers, ray_address=args.ray,
-                                                  decode_resource=args.decode_on)  # fmt: skip
+                                                  decode_resource=args.decode_on,
+                                                  videos_per_shard=args.videos_per_shard)  # fmt: skip
         else:
             opts = Options(out=args.out, dataset=args.dataset, split=args.split,
                            short_side=args.short_side, videos_per_shard=args.videos_per_shard,

@@ -96,7 +96,8 @@ def upload(folder: Path, to: str) -> str:
 
 def prepare_synthetic(out, videos_per_class: dict[str, int] | None = None, frames: int = 32,
                       size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True,
-                      ray_address: str | None = None, decode_resource: str | None = None) -> dict:  # fmt: skip
+                      ray_address: str | None = None, decode_resource: str | None = None,
+                      videos_per_shard: int = 64) -> dict:  # fmt: skip
     """Generate the synthetic temporal dataset and convert each split to out/<split> (a folder
     or a URI). A split made by another generator version or with other settings is made again."""
     out = storage.normalize(out)
@@ -113,7 +114,7 @@ def prepare_synthetic(out, videos_per_class: dict[str, int] | None = None, frame
     for split, list_file in lists.items():
         opts = conv.Options(out=storage.join(out, split), dataset="synthetic", split=split,
                             storage="video", workers=workers, classes=list(synthetic.CLASSES),
-                            progress=progress)  # fmt: skip
+                            progress=progress, videos_per_shard=videos_per_shard)  # fmt: skip
         manifests[split] = prepare_videos(list_file, videos, opts, ray_address=ray_address,
                                           decode_resource=decode_resource)  # fmt: skip
     return manifests

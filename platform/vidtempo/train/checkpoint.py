@@ -53,11 +53,12 @@ def save_state(directory: str | Path, rank: int, state: dict | None) -> None:
 
 
 def load_state(directory: str | Path, rank: int) -> tuple[dict, dict | None]:
-    """(state.pt, this worker's RNG state or None when the worker count changed)."""
-    directory = Path(directory)
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
-    rng = directory / f"rng_rank{rank}.pt"
-    return state, torch.load(rng, weights_only=False) if rng.exists() else None
+    """(state.pt, this worker's RNG state or None when the worker count changed) of a
+    checkpoint directory: a local one or a URI."""
+    state = torch.load(io.BytesIO(read_bytes(join(directory, "state.pt"))), map_location="cpu",
+                       weights_only=False)  # fmt: skip
+    rng = read_bytes(join(directory, f"rng_rank{rank}.pt"))
+    return state, torch.load(io.BytesIO(rng), weights_only=False) if rng is not None else None
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import math
 import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
 from vidtempo.data.schema import MANIFEST, DataError, read_manifest
 from vidtempo.data.transform import clip_bytes
+from vidtempo.rehearsal import free_port
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
 
@@ -72,12 +72,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_port=port,
              runtime_env={"env_vars": env}, _system_config=LOCAL_SYSTEM_CONFIG,
              logging_level=verbosity.log_level())  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def storage_root(cfg: Config) -> str:

@@ -1,0 +1,272 @@
+"""Object storage for real: datasets, checkpoints and the tracking server's artifacts on an S3
+server (moto's standalone server on 127.0.0.1, conftest's `s3`), reached through
+AWS_ENDPOINT_URL as a cluster reaches S3; `prepare --ray` against the local process pool; the
+README's cluster workflow rehearsed end to end; and the faults: S3 down or refusing the
+credentials at start, S3 unresponsive while a checkpoint uploads, the tracking server restarted
+mid-run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from vidtempo import config, storage, tracking
+from vidtempo.data import convert as conv
+from vidtempo.data import prepare, synthetic
+from vidtempo.data.decode import decode_video
+from vidtempo.data.schema import read_manifest
+from vidtempo.rehearsal import S3Server, free_port, start_mlflow_server, stop_process_group
+from vidtempo.storage import StorageError
+from vidtempo.train import checkpoint as ckpt
+
+BIN = Path(sys.executable).parent
+
+
+def _rows(split_dir: str) -> list[dict]:
+    rows = []
+    for shard in read_manifest(split_dir)["shards"]:
+        with storage.open_input_file(storage.join(split_dir, shard["file"])) as f:
+            rows += pq.read_table(f).to_pylist()
+    return rows
+
+
+def _options(out, **kw) -> conv.Options:
+    return conv.Options(out=out, dataset="synthetic", split="val", videos_per_shard=8, workers=2,
+                        classes=list(synthetic.CLASSES), progress=False, **kw)  # fmt: skip
+
+
+def test_files_in_a_bucket_are_whole_or_absent_and_errors_name_the_endpoint(s3, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    root = s3.make_bucket("vt-storage")
+    storage.write_bytes(f"{root}/a/b.json", b"{}")
+    assert storage.read_bytes(f"{root}/a/b.json") == b"{}"
+    assert storage.is_dir(f"{root}/a") and storage.listdir(f"{root}/a") == ["b.json"]
+    assert storage.read_bytes(f"{root}/a/missing") is None
+    # a write that fails half-way leaves nothing, in a bucket (an aborted multipart upload) and
+    # in a folder (a temporary name never renamed)
+    for where in (f"{root}/a", str(tmp_path)):
+        with pytest.raises(RuntimeError), storage.open_output(f"{where}/half.parquet") as f:
+            f.write(b"x" * (12 << 20))
+            raise RuntimeError("crash mid-write")
+        assert not storage.exists(f"{where}/half.parquet")
+    assert storage.listdir(tmp_path) == [] and storage.listdir(f"{root}/a") == ["b.json"]
+
+    with pytest.raises(StorageError, match="the bucket 'nobucket' does not exist"):
+        read_manifest("s3://nobucket/data/train")
+    # the endpoint down: the URI and the endpoint named, in one line
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    with pytest.raises(StorageError) as down:
+        read_manifest(f"{root}/data/train")
+    said = str(down.value)
+    assert f"{root}/data/train (endpoint {dead})" in said and "\n" not in said
+    # credentials the server refuses
+    refusing = S3Server(tmp_path, auth=True)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", refusing.url)
+        with pytest.raises(StorageError, match=f"endpoint {refusing.url}.*ACCESS_DENIED"):
+            read_manifest(f"{root}/data/train")
+    finally:
+        refusing.stop()
+
+
+@pytest.mark.ray
+def test_prepare_on_ray_into_a_bucket_gives_the_local_pools_rows(s3, ray_session, synthetic_data,
+                                                                 tmp_path):  # fmt: skip
+    """The same list converted by this machine's process pool into a folder and by Ray tasks
+    (one per shard) from videos in a bucket into a bucket: the same video ids, labels, frame
+    counts and decoded pixels; a re-run after a crash redoes only the unfinished shard."""
+    bucket = s3.make_bucket("vt-prepare")
+    raw = synthetic_data / "raw"
+    videos = prepare.upload(raw / "videos", f"{bucket}/raw/videos")
+    local = prepare.prepare_videos(raw / "val_list.txt", raw / "videos", _options(tmp_path / "val"))
+    out = f"{bucket}/data/val"
+    remote = prepare.prepare_videos(raw / "val_list.txt", videos, _options(out), ray_address="")
+    assert remote["num_videos"] == local["num_videos"] == 24 and len(remote["shards"]) == 3
+    assert [s["rows"] for s in remote["shards"]] == [s["rows"] for s in local["shards"]]
+    assert remote["source"]["root"] == f"{bucket}/raw/videos"
+    a, b = _rows(str(tmp_path / "val")), _rows(out)
+    assert [(r["video_id"], r["label"], r["num_frames"]) for r in a] == \
+        [(r["video_id"], r["label"], r["num_frames"]) for r in b]  # fmt: skip
+    for x, y in zip(a, b):
+        frames = np.arange(x["num_frames"])
+        assert np.array_equal(decode_video(x["video"], frames), decode_video(y["video"], frames))
+
+    # a crash after two of the three shards: the re-run converts only the third
+    state = json.loads(storage.read_bytes(f"{out}/.progress.json"))
+    del state["shards"]["part-00002.parquet"]
+    storage.write_bytes(f"{out}/.progress.json", json.dumps(state).encode())
+    storage.delete(f"{out}/manifest.json")
+    converted = []
+
+    def spy(todo, opts, where, bar):
+        converted.extend(name for name, _ in todo)
+        from vidtempo.data.convert_ray import ray_chunks
+
+        yield from ray_chunks(videos)(todo, opts, where, bar)
+
+    jobs, _ = conv.video_jobs(raw / "val_list.txt", videos, _options(out))
+    again = conv.convert(jobs, _options(out), remote["source"], spy)
+    assert converted == ["part-00002.parquet"]
+    assert again["shards"] == remote["shards"] and read_manifest(out) == again
+
+
+def test_bad_uris_and_refused_credentials_stop_the_run_with_one_line(s3, tmp_path):
+    """`vidtempo train --data s3://…` with the S3 server down, or refusing the credentials:
+    exit 2, one error line naming the URI and the endpoint, before anything starts or is
+    written."""
+    bucket = s3.make_bucket("vt-down")
+    dead = f"http://127.0.0.1:{free_port()}"
+    refusing = S3Server(tmp_path, auth=True)
+    try:
+        for endpoint in (dead, refusing.url):
+            env = {**__import__("os").environ, **S3Server.env_for(endpoint)}
+            t = time.monotonic()
+            done = subprocess.run(
+                [str(BIN / "vidtempo"), "train", "tin_r18_synthetic", "--data", f"{bucket}/data",
+                 "--storage", str(tmp_path / "runs"), "--mlflow-uri",
+                 f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+            errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert len(errors) == 1 and errors[0].startswith("vidtempo: error: cannot reach")
+            assert f"{bucket}/data (endpoint {endpoint})" in errors[0], errors
+            assert time.monotonic() - t < 60
+    finally:
+        refusing.stop()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def _cfg(tmp_path, storage_path: str, uri: str, *extra: str):
+    return config.load("tin_r18_synthetic", [
+        "run.batch_per_worker=4", "train.min_steps=null", "train.epochs=4", "run.max_failures=3",
+        f"run.storage_path={storage_path}", f"run.mlflow_uri={uri}", "run.experiment=faults",
+        *extra])  # fmt: skip
+
+
+def _when_epoch_done(run_dir: str, epoch: int, then) -> threading.Thread:
+    def watch():
+        deadline = time.monotonic() + 300
+        while ckpt.read_progress(run_dir).get("epochs_done", 0) < epoch:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+        then()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_s3_unresponsive_while_a_checkpoint_uploads(s3, ray_session, synthetic_data, tmp_path):
+    """Training from shards in the bucket, checkpoints to the bucket; the S3 server paused
+    (SIGSTOP: connections open, no answers) for 15 s once epoch 1 is in, so epoch 2's
+    checkpoint is uploading into the silence. The run goes on (retrying, or failing the epoch
+    and resuming from the last committed checkpoint) and finishes every epoch once; every
+    checkpoint in the bucket is whole (loads, and holds the steps of its epoch)."""
+    from vidtempo.train.run import fit
+
+    bucket = s3.make_bucket("vt-pause")
+    data = f"{bucket}/data"
+    for split in ("train", "val"):
+        prepare.upload(synthetic_data / split, f"{data}/{split}")
+    cfg = _cfg(tmp_path, f"{bucket}/runs", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_dir = f"{bucket}/runs/paused"
+    paused = {}
+
+    def pause():
+        s3.pause()
+        paused["at"] = time.monotonic()
+        time.sleep(15)
+        s3.resume()
+
+    watcher = _when_epoch_done(run_dir, 1, pause)
+    res = fit(cfg, data, name="paused")
+    watcher.join(timeout=30)
+    assert paused, "the server was never paused"
+    run = tracking.get_run(res["mlflow_uri"], res["mlflow_run_id"])
+    assert run["status"] == "FINISHED" and "test/top1:2x1" in run["metrics"]
+    history = tracking.metric_history(res["mlflow_uri"], res["mlflow_run_id"], "epoch")
+    assert sorted({s for s, _ in history}) == [1, 2, 3, 4]
+    steps = run["metrics"]["steps_per_epoch"]
+    kept = [n for n in storage.listdir(run_dir) if n.startswith("epoch_")]
+    assert kept and kept[-1] == "epoch_0004"
+    for name in kept:
+        state, _ = ckpt.load_state(storage.join(run_dir, name), 0)
+        epoch = int(name.split("_")[1])
+        assert state["epoch"] == epoch - 1 and state["iteration"] == epoch * steps
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_tracking_server_restarted_mid_run(ray_session, synthetic_data, tmp_path):
+    """The tracking server stopped once epoch 1 is logged and started again (same store, same
+    port) a few seconds later: the run goes on, and what it logged after the restart is in it."""
+    from vidtempo.train.run import fit
+
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    port = free_port()
+    server, url = start_mlflow_server(root, port=port)
+    cfg = _cfg(tmp_path, str(tmp_path / "runs"), url)
+    restarted = {}
+
+    def restart():
+        stop_process_group(server)
+        time.sleep(3)
+        restarted["server"], _ = start_mlflow_server(root, port=port)
+        restarted["epochs_done"] = ckpt.read_progress(str(tmp_path / "runs" / "restart"))["epochs_done"]
+
+    watcher = _when_epoch_done(str(tmp_path / "runs" / "restart"), 1, restart)
+    try:
+        res = fit(cfg, synthetic_data, name="restart")
+        watcher.join(timeout=120)
+        assert restarted, "the server was never restarted"
+        run = tracking.get_run(url, res["mlflow_run_id"])
+        assert run["status"] == "FINISHED" and "test/top1:2x1" in run["metrics"]
+        steps = sorted({s for s, _ in tracking.metric_history(url, res["mlflow_run_id"], "loss")})
+        assert steps == [1, 2, 3, 4]  # epochs after the restart included
+        assert max(steps) > restarted["epochs_done"]
+    finally:
+        stop_process_group(restarted.get("server", server))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
+    """`make cluster-rehearsal`'s steps (vidtempo.rehearsal), on the session's S3 server."""
+    from vidtempo.rehearsal import EPOCHS, rehearse
+
+    lines: list[str] = []
+    results = rehearse(tmp_path / "rehearsal", say=lambda *a, **k: lines.append(" ".join(a)),
+                       s3=s3)  # fmt: skip
+    text = "\n".join(lines)
+    assert results["prepare"] == [
+        "train: 48 videos in 3 shards, 12 classes, 0 quarantined",
+        "val: 24 videos in 2 shards, 12 classes, 0 quarantined"], text  # fmt: skip
+    assert "all checks passed" in results["doctor"], results["doctor"]
+    # the node went while the run trained; the run resumed from its checkpoint in the bucket
+    assert 1 <= results["removed_after"] < EPOCHS, text
+    assert results["resumed"] and results["status"] == "FINISHED", results["job_log"][-3000:]
+    assert results["epochs"] == list(range(1, EPOCHS + 1))
+    assert results["iterations"][0] == results["iterations"][1]  # no step lost or repeated
+    # artifacts: logged through the server into the bucket, and served back
+    for name in ("tin_offsets.png", "config.yaml"):
+        assert name in results["artifacts"] and name in results["in_bucket"], results
+    assert results["served"]["tin_offsets.png"].startswith(b"\x89PNG")
+    if results["dirty"] == "true":  # a checkout with uncommitted changes
+        assert "uncommitted.diff" in results["in_bucket"]
+        assert results["served"]["uncommitted.diff"]
+    assert results["evaluate"] is not None and 0 <= results["evaluate"] <= 100
+    assert "zoo_compare.md" in results["report"]
+    assert f"epochs {list(range(1, EPOCHS + 1))}" in lines[-1]
