@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 
@@ -133,39 +134,43 @@ def write_bytes(location: str | Path, data: bytes) -> None:
 
 class open_output:  # noqa: N801 - used as a context manager, like open()
     """A writable stream whose file appears under `location` only when the block exits
-    without an exception: locally via a temporary name and a rename; in an object store by
-    the upload that completes on close (an aborted one leaves no object)."""
+    without an exception. Locally: written under a temporary name, renamed over `location`.
+    In an object store: buffered here and uploaded on exit (pyarrow cannot abort an upload it
+    has begun, and its close() would publish half a file); an upload cut off by a crash
+    leaves no object, as S3 shows an object only once its upload completed."""
 
     def __init__(self, location: str | Path):
         self.location = str(location)
         self.fs, self.path = filesystem(location)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self.target = f"{self.path}.tmp-{os.getpid()}" if self.local else self.path
 
     def __enter__(self):
+        if not self.local:
+            self.stream = pa.BufferOutputStream()
+            return self.stream
+        self.tmp = f"{self.path}.tmp-{os.getpid()}"
         try:
-            parent = self.path.rsplit("/", 1)[0]
-            if parent:
-                self.fs.create_dir(parent, recursive=True)
-            self.stream = self.fs.open_output_stream(self.target)
+            self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+            self.stream = self.fs.open_output_stream(self.tmp)
         except (OSError, ValueError) as exc:
             raise _fail(self.location, "write", exc) from exc
         return self.stream
 
     def __exit__(self, kind, exc, tb):
-        if kind is not None:
-            if hasattr(self.stream, "abort"):
-                self.stream.abort()  # an S3 multipart upload: dropped, nothing appears
-            else:
-                self.stream.close()
-            if self.local:
-                with contextlib.suppress(OSError):
-                    self.fs.delete_file(self.target)
-            return False
-        try:
+        if kind is not None:  # nothing appears
             self.stream.close()
             if self.local:
-                self.fs.move(self.target, self.path)
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(self.tmp)
+            return False
+        try:
+            if self.local:
+                self.stream.close()
+                self.fs.move(self.tmp, self.path)
+            else:
+                data = self.stream.getvalue()
+                with self.fs.open_output_stream(self.path) as out:
+                    out.write(data)
         except (OSError, ValueError) as exc:
             raise _fail(self.location, "write", exc) from exc
         return False
