@@ -426,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "local S3 server (moto), timed beside the local copy")  # fmt: skip
     bd.add_argument("--json", default=None)
     bd.set_defaults(func=_bench_data)
+    add_bench_prepare(bsub)
     bt = bsub.add_parser("train", help="clips/s of a full training step (SGD, clip) per model")
     bt.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     bt.add_argument("--size", type=int, default=224)
@@ -455,6 +456,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_env(sub)
     add_cluster_secrets(sub)
     return p
+
+
+def add_bench_prepare(bsub) -> None:
+    bp = bsub.add_parser("prepare", help="videos/s of `prepare`: local process pool vs Ray "
+                         "tasks, and the K400 / sthv1 conversion on N decode nodes")  # fmt: skip
+    bp.add_argument("--workdir", default="bench/prepare", help="where the inputs are made")
+    bp.add_argument("--videos", type=int, default=32, help="inputs of each kind")
+    bp.add_argument("--cpus", type=int, default=2)
+    bp.add_argument("--per-shard", type=int, default=8, help="videos per shard (per Ray task)")
+    bp.add_argument("--rounds", type=int, default=2)
+    bp.add_argument("--json", default=None)
+    bp.set_defaults(func=cmd_bench_prepare)
+
+
+def cmd_bench_prepare(args: argparse.Namespace) -> int:
+    from vidtempo.bench import prepare
+
+    return prepare.main(args)
 
 
 def add_bench_temporal(bsub) -> None:

@@ -77,9 +77,10 @@ def dataset_size(cfg: Config, data: str | Path | None) -> tuple[int, int, str]:
     """(train videos, val videos, source): from converted shards (--data with train/ and val/
     manifests), else the dataset's known size."""
     if data:
+        from vidtempo import storage
         from vidtempo.data.schema import read_manifest
 
-        counts = [read_manifest(Path(data) / split)["num_videos"] for split in ("train", "val")]
+        counts = [read_manifest(storage.join(data, split))["num_videos"] for split in ("train", "val")]
         return counts[0], counts[1], f"measured: the manifests under {data}"
     if cfg.data.dataset not in KNOWN_SIZES:
         raise ConfigError(

@@ -144,7 +144,7 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
               f"{base.train.val_interval}): train.val_interval=1", flush=True)  # fmt: skip
         base = config.override(base, {"train.val_interval": 1}, "the sweep")
     S.check(base, space)  # bad keys and values fail here, before any trial starts
-    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir = storage.normalize(data_dir)  # a local path or a URI
     check_data(base, data_dir)
     ensure_ray()
     check_resources(base)
