@@ -41,7 +41,7 @@ def make_inputs(root: Path, n: int) -> dict[str, tuple[Path, Path]]:
         folder = root / kind
         listing = root / f"{kind}.txt"
         out[kind] = (listing, folder)
-        if listing.exists():
+        if listing.exists() and len(listing.read_text().splitlines()) == n:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         lines = []

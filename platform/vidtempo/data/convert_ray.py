@@ -1,8 +1,8 @@
 """`vidtempo prepare … --ray`: the conversion as Ray tasks, one per shard, across a cluster.
 
 Each task decodes and validates its shard's inputs exactly as the local converter does (the
-same worker code, in one child process with the same timeout, so a hanging or crashing decoder
-costs that input, not the task) and writes the shard to the output folder or bucket; the driver
+same worker code, in a child process of the Ray worker with the same timeout, so a hanging or
+crashing decoder costs that input, not the task) and writes the shard to the output folder or bucket; the driver
 records each finished shard in `.progress.json` as results come in. Inputs and output must be
 where every node reads and writes them: a URI (s3://, gs://) or a folder on a shared mount.
 """
@@ -16,13 +16,15 @@ from vidtempo.data import convert
 from vidtempo.data.pipeline import DECODE_SHARE
 
 
+_POOLS: dict[float, convert._Pool] = {}  # per Ray worker process: its decoder, started once
+
+
 def _convert_shard(chunk: list[dict], location: str, kind: str, timeout: float):
-    pool = convert._Pool(1, timeout)
-    try:
-        entry, bad = convert.convert_chunk(chunk, location, kind, pool)
-    finally:
-        pool.close()
-    return entry, bad
+    # the decoder process outlives the task: a Ray worker runs many shards' tasks, and starting
+    # a process that imports the decoders costs about a second (the pool restarts it after a
+    # timeout or a crash)
+    pool = _POOLS.setdefault(timeout, convert._Pool(1, timeout))
+    return convert.convert_chunk(chunk, location, kind, pool)
 
 
 def check_shared(root: str, out: str) -> None:
