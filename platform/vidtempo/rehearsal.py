@@ -115,6 +115,11 @@ class S3Server:
                      ).create_bucket(Bucket=name)  # fmt: skip
         return f"s3://{name}"
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def pause(self) -> None:
         """Unresponsive: connections open, nothing answers (its buckets are kept)."""
         os.kill(self.proc.pid, signal.SIGSTOP)

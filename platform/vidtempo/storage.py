@@ -197,22 +197,27 @@ def delete_tree(location: str | Path) -> None:
         fs.delete_dir(path)
 
 
-def listdir(location: str | Path) -> list[str]:
-    """Names directly under a folder or prefix (empty when there is none)."""
+def listing(location: str | Path) -> dict[str, int | None]:
+    """Name → size (None for a folder) of what lies directly under a folder or prefix."""
     fs, path = filesystem(location)
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except (OSError, ValueError) as exc:
         raise _fail(location, "list", exc) from exc
-    return sorted(i.base_name for i in infos)
+    return {i.base_name: i.size if i.type == pafs.FileType.File else None for i in infos}
+
+
+def listdir(location: str | Path) -> list[str]:
+    """Names directly under a folder or prefix (empty when there is none)."""
+    return sorted(listing(location))
 
 
 def check_reachable(location: str | Path, what: str = "data") -> None:
     """Fail with one clear line when `location`'s endpoint cannot be reached or refuses this
     machine's credentials; a missing object is not an error here (callers say what is missing)."""
-    if not is_uri(location):
-        return
     fs, path = filesystem(location)
+    if isinstance(fs, pafs.LocalFileSystem):  # a path, or file:// (a shared mount)
+        return
     bucket = path.split("/", 1)[0]
     try:
         fs.get_file_info(path)

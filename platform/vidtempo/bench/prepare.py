@@ -104,7 +104,7 @@ def run(workdir: str | Path, videos: int = 32, cpus: int = 2, per_shard: int = 8
             rows.append({"kind": kind, "variant": variant, "videos_per_s": rate,
                          "vs_local": rate / local, "core_s_per_video": core_s,
                          "dataset": DATASETS[kind], "dataset_videos": train + val,
-                         "minutes_on_nodes": {n: (train + val) * core_s / (n * NODE_CORES) / 60
+                         "minutes_on_nodes": {str(n): (train + val) * core_s / (n * NODE_CORES) / 60
                                               for n in (1, 4, 8)}})  # fmt: skip
     return {"benchmark": "prepare videos/s", "device": cpu_name(), "cpus": cpus,
             "videos": videos, "per_shard": per_shard, "rounds": rounds, "shapes": SHAPES,
@@ -129,8 +129,8 @@ def table(result: dict) -> str:
     for r in result["rows"]:
         if r["variant"] == "ray tasks":
             m = r["minutes_on_nodes"]
-            lines.append(f"| {r['dataset']} | {r['dataset_videos']:,} | {m[1]:.0f} min | "
-                         f"{m[4]:.0f} min | {m[8]:.0f} min |")  # fmt: skip
+            lines.append(f"| {r['dataset']} | {r['dataset_videos']:,} | {m['1']:.1f} min | "
+                         f"{m['4']:.1f} min | {m['8']:.1f} min |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -15,7 +15,6 @@ from vidtempo import storage
 from vidtempo.data import convert
 from vidtempo.data.pipeline import DECODE_SHARE
 
-
 _POOLS: dict[float, convert._Pool] = {}  # per Ray worker process: its decoder, started once
 
 

@@ -34,6 +34,22 @@ def check_classes(manifest: dict, cfg: Config, data_dir: str | Path) -> None:
         )
 
 
+_FOOTERS: dict[tuple[str, int], pq.FileMetaData] = {}  # per decode worker process
+
+
+def read_row_group(path: str, group: int, columns: list[str]):
+    """One row group of a shard (a local file or an object): its footer is read once per
+    worker process and shard (keyed by path and size: a rewritten shard is read afresh), so a
+    unit costs one ranged read of its columns; from a bucket that is one request fewer."""
+    with storage.open_input_file(path) as f:
+        key = (path, f.size())
+        shard = pq.ParquetFile(f, metadata=_FOOTERS.get(key))
+        if len(_FOOTERS) > 4096:
+            _FOOTERS.clear()
+        _FOOTERS[key] = shard.metadata
+        return shard.read_row_group(group, columns=columns)
+
+
 class ReadRowGroups:
     """Ray Data UDF: (shard, row group, epoch) units → decoded, augmented clips. Reading the
     row group inside the task keeps reads and decoding fused, one unit of ~8 videos per task."""
@@ -46,8 +62,7 @@ class ReadRowGroups:
         outs = []
         passes = units.get("pass", np.zeros(len(units["path"]), dtype=np.int64))
         for path, group, epoch, rep in zip(units["path"], units["row_group"], units["epoch"], passes):
-            with storage.open_input_file(path) as f:  # a local shard or an object, read here
-                table = pq.ParquetFile(f).read_row_group(int(group), columns=self.columns)
+            table = read_row_group(path, int(group), self.columns)  # read here, where it decodes
             batch = {k: np.asarray(v, dtype=object) for k, v in table.to_pydict().items()}
             batch["epoch"] = np.full(table.num_rows, int(epoch), dtype=np.int64)
             batch["pass"] = np.full(table.num_rows, int(rep), dtype=np.int64)
@@ -147,7 +162,7 @@ def build(
     is a local folder or a URI: each decode task opens its row group where it runs."""
     manifest = read_manifest(data_dir)
     check_classes(manifest, cfg, data_dir)
-    storage = manifest["storage"]
+    kind = manifest["storage"]  # frames or video
     pipe = {"train": cfg.data.train, "val": cfg.data.val, "test": cfg.data.test}[split]
     ctx = ray.data.DataContext.get_current()
     # decoded clips are large: small blocks keep the object store and memory bounded
@@ -161,7 +176,7 @@ def build(
         ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
             cpu=data_cpus
         )
-    columns = ["video_id", "label", "num_frames", "frames" if storage == "frames" else "video"]
+    columns = ["video_id", "label", "num_frames", "frames" if kind == "frames" else "video"]
     train = split == "train"
     epochs = epochs if (train and epochs is not None) else range(1)
     # rows reach the loop in unit order, so a seed reproduces the order of a run
@@ -179,7 +194,7 @@ def build(
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # sample → decode → augment, fused with the read of each unit; a transform is cheap to
     # build, so plain tasks do it (no actor pool holding CPUs while idle)
-    transform = VideoTransform(pipe, cfg.data, storage, seed, 0, backend)
+    transform = VideoTransform(pipe, cfg.data, kind, seed, 0, backend)
     # with run.decode_resource, on the nodes that carry it (CPU-only decode nodes); the clips
     # leave them as uint8 (`transform.shape` bytes each) for the training workers
     placement = {"resources": {cfg.run.decode_resource: DECODE_SHARE}} if cfg.run.decode_resource else {}
@@ -192,7 +207,8 @@ def build(
     )
     if train:
         # A training stream covers every epoch: unbounded, it decodes epochs ahead and takes
-        # the CPUs that the per-epoch validation needs. Read ahead READ_AHEAD_CLIPS clips.
+        # the CPUs that the per-epoch validation needs. Read ahead READ_AHEAD_CLIPS clips
+        # (from object storage too: twice that measured the same, BENCHMARKS.md issue 24).
         clip_bytes = int(np.prod(transform.shape))
         limits = ds.context.execution_options.resource_limits
         ds.context.execution_options.resource_limits = limits.copy(

@@ -82,14 +82,14 @@ def raw_dir(out, frames: int, size: int, seed: int) -> Path:
 
 
 def upload(folder: Path, to: str) -> str:
-    """Copy a local folder's files to a URI prefix (those already there are skipped)."""
-    have = set()
+    """Copy a local folder's files to a URI prefix (a file already there with the same size
+    is skipped)."""
     for sub in sorted({p.parent for p in folder.rglob("*") if p.is_file()}):
         rel = sub.relative_to(folder).as_posix()
         there = storage.join(to, rel) if rel != "." else to
-        have = set(storage.listdir(there))
+        have = storage.listing(there)
         for p in sorted(sub.iterdir()):
-            if p.is_file() and p.name not in have:
+            if p.is_file() and have.get(p.name) != p.stat().st_size:
                 storage.write_bytes(storage.join(there, p.name), p.read_bytes())
     return to
 
