@@ -126,25 +126,8 @@ def _on_s3(workdir: Path, dirs: dict[str, Path]) -> tuple[object, dict[str, str]
     return server, {k: upload(d, f"{bucket}/{k}") for k, d in dirs.items()}
 
 
-def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2, rounds: int = 2,
-        epochs: int = 3, s3: bool = False) -> dict:  # fmt: skip
-    workdir = Path(workdir)
-    if not (workdir / "video" / "train" / "manifest.json").exists():
-        prepare_synthetic(
-            workdir / "video", {"train": per_class, "val": 1}, size=size, workers=cpus
-        )
-    if not (workdir / "frames" / "manifest.json").exists():
-        opts = Options(out=workdir / "frames", dataset="synthetic", split="train", storage="frames",
-                       workers=cpus, classes=read_manifest(workdir / "video" / "train")["classes"])  # fmt: skip
-        prepare_videos(
-            workdir / "video" / "raw" / "train_list.txt", workdir / "video" / "raw" / "videos", opts
-        )
-    dirs = {"video": workdir / "video" / "train", "frames": workdir / "frames"}
-    classes = len(read_manifest(dirs["video"])["classes"])  # the synthetic set's (12 since v4)
-    cfg = C.override(C.load("tin_r50_1x1x8_40e_sthv1_rgb"), {"model.num_classes": classes})
-    torch.set_num_threads(1)  # the loaders' own CPUs do the work, as in training
-    server, remote = _on_s3(workdir, dirs) if s3 else (None, {})
-    _local_ray(cpus)  # after the S3 endpoint is in the environment: the workers inherit it
+def _measure(dirs, remote, server, cfg, cpus, rounds, epochs) -> list[dict]:
+    """Every variant over each storage kind, round-robin; one row per variant and kind."""
     results = []
     for storage, data_dir in dirs.items():
         variants = {
@@ -152,7 +135,7 @@ def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2
             "ray-default": lambda d=data_dir, s=storage: _ray_default_pass(d, cfg, s, epochs),
             "ray-vidtempo": lambda d=data_dir: _ray_vidtempo_pass(d, cfg, cpus, epochs),
         }
-        if s3:
+        if remote:
             variants["ray-vidtempo-s3"] = lambda d=remote[storage]: _ray_vidtempo_pass(d, cfg, cpus, epochs)
         times: dict[str, list[float]] = {k: [] for k in variants}
         served: list[float] = []  # CPU seconds the S3 server used, per timed S3 pass
@@ -176,8 +159,33 @@ def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2
             results[-1]["server_cpu_frac"] = float(np.median(served) / (cpus * np.median(times["ray-vidtempo-s3"])))
         results.append({"storage": storage, "variant": "decode only (1 CPU)", "ms_per_clip": decode * 1e3,
                         "transform_ms_per_clip": whole * 1e3})  # fmt: skip
-    if server is not None:
-        server.stop()
+    return results
+
+
+def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2, rounds: int = 2,
+        epochs: int = 3, s3: bool = False) -> dict:  # fmt: skip
+    workdir = Path(workdir)
+    if not (workdir / "video" / "train" / "manifest.json").exists():
+        prepare_synthetic(
+            workdir / "video", {"train": per_class, "val": 1}, size=size, workers=cpus
+        )
+    if not (workdir / "frames" / "manifest.json").exists():
+        opts = Options(out=workdir / "frames", dataset="synthetic", split="train", storage="frames",
+                       workers=cpus, classes=read_manifest(workdir / "video" / "train")["classes"])  # fmt: skip
+        prepare_videos(
+            workdir / "video" / "raw" / "train_list.txt", workdir / "video" / "raw" / "videos", opts
+        )
+    dirs = {"video": workdir / "video" / "train", "frames": workdir / "frames"}
+    classes = len(read_manifest(dirs["video"])["classes"])  # the synthetic set's (12 since v4)
+    cfg = C.override(C.load("tin_r50_1x1x8_40e_sthv1_rgb"), {"model.num_classes": classes})
+    torch.set_num_threads(1)  # the loaders' own CPUs do the work, as in training
+    server, remote = _on_s3(workdir, dirs) if s3 else (None, {})
+    try:
+        _local_ray(cpus)  # after the S3 endpoint is in the environment: the workers inherit it
+        results = _measure(dirs, remote, server, cfg, cpus, rounds, epochs)
+    finally:
+        if server is not None:
+            server.stop()
     return {"benchmark": "data pipeline clips/s", "device": cpu_name(), "cpus": cpus, "batch": BATCH,
             "size": size, "videos": len(ShardDataset(dirs["video"], None)), "rounds": rounds, "epochs": epochs,
             "rows": results}  # fmt: skip
