@@ -36,17 +36,22 @@ class DataError(ValueError):
 
 
 def read_manifest(data_dir: str | Path) -> dict:
-    """The manifest of a shard folder: a local path or a URI (s3://, gs://, file://)."""
-    storage.check_reachable(data_dir, "data")
-    raw = storage.read_bytes(storage.join(data_dir, MANIFEST))
+    """The manifest of a shard folder: a local path or a URI (s3://, gs://, file://). Every
+    dataset factory reads it, so the endpoint is probed only when the read fails, to say why."""
+    path = storage.join(data_dir, MANIFEST)
+    try:
+        raw = storage.read_bytes(path)
+    except storage.StorageError:
+        storage.check_reachable(data_dir, "data")  # names the data folder and its endpoint
+        raise
     if raw is None:
+        storage.check_reachable(data_dir, "data")  # a missing bucket says so
         if not storage.exists(data_dir):
             raise DataError(f"data directory {storage.where(data_dir)} does not exist; convert a "
                             "dataset into it with `vidtempo prepare …` (see datasets/README.md)")  # fmt: skip
         raise DataError(f"{data_dir} has no {MANIFEST}: it is not a vidtempo shard directory; "
                         "convert the videos with `vidtempo prepare …` first")  # fmt: skip
     manifest = json.loads(raw)
-    path = storage.join(data_dir, MANIFEST)
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{path} has schema version {manifest.get('schema_version')}, this "
                         f"vidtempo reads {SCHEMA_VERSION}: convert the dataset again")  # fmt: skip
