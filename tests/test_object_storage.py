@@ -236,11 +236,20 @@ def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
         "train: 48 videos in 3 shards, 12 classes, 0 quarantined",
         "val: 24 videos in 2 shards, 12 classes, 0 quarantined"], text  # fmt: skip
     assert "all checks passed" in results["doctor"], results["doctor"]
+    assert results["anonymous_job"] in (401, 403)  # the Jobs API refuses a job without the token
     # the node went while the run trained; the run resumed from its checkpoint in the bucket
     assert 1 <= results["removed_after"] < EPOCHS, text
     assert results["resumed"] and results["status"] == "FINISHED", results["job_log"][-3000:]
     assert results["epochs"] == list(range(1, EPOCHS + 1))
     assert results["iterations"][0] == results["iterations"][1]  # no step lost or repeated
+    # the lineage `vidtempo runtime-env` recorded at submit time (the job's copy has no .git)
+    from vidtempo import lineage
+
+    tags, params = results["tags"], results["params"]
+    assert tags["mlflow.source.git.commit"] == lineage.source()["commit"] != "unknown"
+    assert tags["vidtempo.source"] == "submit" and tags["vidtempo.ray_job_id"].startswith("raysubmit_")
+    assert tags["mlflow.source.name"] == "jobs/train.py" and tags["mlflow.source.type"] == "JOB"
+    assert params["model.arch"] == "tin_r50" and float(params["lr.effective"]) > 0
     # artifacts: logged through the server into the bucket, and served back
     for name in ("tin_offsets.png", "config.yaml"):
         assert name in results["artifacts"] and name in results["in_bucket"], results

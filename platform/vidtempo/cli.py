@@ -747,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (C.ConfigError, StorageError) as exc:
+    except (C.ConfigError, StorageError, ConnectionError) as exc:  # a Ray head that is not there
         print(f"vidtempo: error: {exc}", file=sys.stderr)
         return 2
 

@@ -40,10 +40,30 @@ BIN = Path(sys.executable).parent
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
+# Ports handed out by free_port: from below the kernel's ephemeral range (32768+ on Linux),
+# where every port-0 bind lands (each Ray worker's gRPC server, every client connection), and
+# above Ray's worker ports (10002-19999). A port asked for with bind(0) and released can be taken
+# by such a bind before the server that was to use it starts; gRPC's SO_REUSEPORT then lets two
+# servers share it and requests reach the wrong one (a head whose GCS "does not answer").
+_PORTS = range(20000, 32768)
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that nothing on this machine listens on, never the same twice in one process."""
+    import random
+
+    for port in random.SystemRandom().sample(_PORTS, 200):
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_PORTS.start} and {_PORTS.stop - 1}")
 
 
 def wait_for(url: str, proc: subprocess.Popen, what: str, log: Path | None = None,
@@ -318,9 +338,13 @@ class Rehearsal:
         env.update(VIDTEMPO_STORAGE=f"{root}/runs", VIDTEMPO_MLFLOW_URI=url)
         self.env, self.s3, self.root, self.url, self.head, self.node = env, s3, root, url, head, node
         self.data = f"{root}/data/synthetic"
-        self.results.update(s3=s3.url, tracking=url, dashboard=head.address)
+        anonymous = anonymous_status(f"{head.address}/api/jobs/")
+        self.results.update(s3=s3.url, tracking=url, dashboard=head.address, anonymous_job=anonymous)
+        if anonymous not in (401, 403):
+            raise RuntimeError(f"the Ray head took a job without its token (HTTP {anonymous})")
         self.done(t, f"S3 {s3.url} (bucket {BUCKET}), MLflow {url} (basic-auth, artifacts in "
-                     f"{root}/mlflow), Ray head {head.gcs} + 1 node, token mode")  # fmt: skip
+                     f"{root}/mlflow), Ray head {head.gcs} + 1 node, token mode (a job without "
+                     f"the token: HTTP {anonymous})")  # fmt: skip
 
     def prepare(self) -> None:
         t = self.step(f"vidtempo prepare synthetic --out {self.data} --ray {self.head.gcs}")
@@ -375,6 +399,7 @@ class Rehearsal:
         steps = int(run.data.metrics["steps_per_epoch"])
         self.results.update(
             run_id=run_id, run_dir=run_dir, removed_after=removed_after, epochs=epochs,
+            tags=run.data.tags, params=run.data.params,
             resumed=[ln.split("] ", 1)[-1] for ln in text.splitlines() if "resumed after" in ln],
             status=run.info.status, iterations=(state["iteration"], EPOCHS * steps),
             job_log=text)  # fmt: skip
@@ -426,6 +451,18 @@ class Rehearsal:
         self.results["report"] = sorted(p.name for p in report.rglob("*") if p.is_file())
         self.results["report_text"] = out
         self.done(t, f"{report}: {', '.join(self.results['report'])}")
+
+
+def anonymous_status(url: str) -> int:
+    """The HTTP status a job submitted without the cluster's token gets (401: refused)."""
+    body = json.dumps({"entrypoint": "echo anyone"}).encode()
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def http_get(url: str, login: tuple[str, str]) -> bytes:

@@ -13,6 +13,8 @@ import contextlib
 import functools
 import math
 import os
+import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -45,6 +47,30 @@ class ResourceError(RuntimeError):
     """The cluster cannot place the workers a run asks for."""
 
 
+class ClusterUnreachable(ConnectionError):
+    """No Ray head listens at the address a command was given."""
+
+
+def check_gcs_answers(address: str, timeout: float = 10.0) -> None:
+    """A `host:port` address (not "auto", not ray://) must accept a connection within `timeout`
+    seconds: ray.init itself retries a dead address for minutes before it gives up."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise ClusterUnreachable(
+                    f"no Ray head answers at {address} ({exc.strerror or exc}): start one with "
+                    "`ray start --head`, or pass the address `ray status` prints on the head"
+                ) from None
+            time.sleep(0.5)
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to `address` (or RAY_ADDRESS, as inside `ray job submit`), else start a local
     instance for this process."""
@@ -52,6 +78,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_gcs_answers(address)
         ray.init(address=address, logging_level=verbosity.log_level())
         return
     # A new local instance keeps Ray's own default: token authentication, with the token Ray
