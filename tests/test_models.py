@@ -21,7 +21,7 @@ from vidtempo.models.heads import average_views
 from vidtempo.models.resnet import ResNet, load_torchvision_weights
 from vidtempo.models.resnet3d import ResNet3dSlowOnly, load_inflated_weights
 from vidtempo.models.tam import TAM
-from vidtempo.models.tin import TemporalInterlace, linear_sampler
+from vidtempo.models.tin import TemporalInterlace, linear_sampler, temporal_columns
 from vidtempo.models.tpn import TPN
 from vidtempo.models.tsm import TemporalShift
 
@@ -85,9 +85,10 @@ def test_tin_offsets_start_at_half_a_frame_and_interpolate_exactly():
     with torch.no_grad():
         tin.offset_net.fc2.weight.zero_()
         tin.weight_net.conv.weight.zero_()
-    o = tin.offset_net(s)
+    cols = temporal_columns(s.transpose(1, 2))  # (B, T, F*3): each frame with its neighbours
+    o = tin.offset_net(cols)
     torch.testing.assert_close(o, torch.full((2, 2), 0.5), atol=5e-5, rtol=0)
-    assert torch.equal(tin.weight_net(s), torch.ones(2, 8, 2))  # 2 * sigmoid(0) = 1
+    assert torch.equal(tin.weight_net(cols), torch.ones(2, 8, 2))  # 2 * sigmoid(0) = 1
     # models.md §1.5 at offsets (+0.5, +0.5, -0.5, -0.5), exactly
     data = torch.randn(2, 8, 16, 3, 3)
     out = linear_sampler(data, torch.tensor([[0.5, 0.5, -0.5, -0.5]] * 2))
@@ -101,6 +102,50 @@ def test_tin_offsets_start_at_half_a_frame_and_interpolate_exactly():
     off = torch.cat([o, -o], 1)
     assert torch.equal(y[:, 16:], x[:, 16:])
     torch.testing.assert_close(y[:, :16], linear_sampler(xd, off).reshape(16, 16, 3, 3))
+
+
+def _tin_as_written(tin: TemporalInterlace, x: torch.Tensor) -> torch.Tensor:
+    """The block as models.md §1.2-§1.5 write it (MMAction2's order of operations): Conv1d
+    nets over (B, F, T), two shifts, interpolation, then the gates."""
+    import torch.nn.functional as F
+
+    from vidtempo.ops import tin_shift
+
+    nt, c, h, w = x.shape
+    t, f = tin.num_segments, tin.fold
+    xd = x[:, :f].reshape(nt // t, t, f, h * w)
+    s = xd.mean(-1).permute(0, 2, 1)  # (B, F, T)
+    on, wn = tin.offset_net, tin.weight_net
+    z = F.conv1d(s, on.conv.weight, on.conv.bias, padding=1).flatten(1)
+    o = 4 * (torch.sigmoid(on.fc2(torch.relu(on.fc1(z)))) - 0.5)
+    gate = 2 * torch.sigmoid(F.conv1d(s, wn.conv.weight, wn.conv.bias, padding=1)).permute(0, 2, 1)
+    off = torch.cat([o, -o], 1)
+    k0 = off.detach().floor().int()
+    lam = (off - k0).repeat_interleave(f // 4, 1)[:, None, :, None]
+    shifted = (1 - lam) * tin_shift(xd, k0) + lam * tin_shift(xd, k0 + 1)
+    y = shifted * gate[:, :, [0, 1, 0, 1]].repeat_interleave(f // 4, 2)[..., None]
+    return torch.cat([y.reshape(nt, f, h, w), x[:, f:]], 1)
+
+
+@pytest.mark.parametrize("channels,shift_div,size", [(16, 4, 8), (64, 4, 3), (256, 8, 1)])
+def test_tin_block_equals_the_block_as_written(channels, shift_div, size):
+    """The fast block (shared columns, one shift call, folded scalars) computes the written
+    one: outputs and every gradient equal to float32 rounding, random offsets and gates."""
+    torch.manual_seed(channels)
+    tin = TemporalInterlace(channels, num_segments=8, shift_div=shift_div)
+    with torch.no_grad():  # offsets spread over (-2, 2), gates away from 1
+        for p in tin.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(2 * 8, channels, size, size, requires_grad=True)
+    grad = torch.randn(2 * 8, channels, size, size)
+    fast = tin(x)
+    (gx_fast, *gp_fast) = torch.autograd.grad(fast, [x, *tin.parameters()], grad)
+    slow = _tin_as_written(tin, x)
+    (gx_slow, *gp_slow) = torch.autograd.grad(slow, [x, *tin.parameters()], grad)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx_fast, gx_slow, rtol=1e-5, atol=1e-5)
+    for a, b in zip(gp_fast, gp_slow):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_tin_offset_gradient_is_d1_minus_d0():

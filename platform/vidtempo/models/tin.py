@@ -1,8 +1,18 @@
-"""TIN: Temporal Interlacing (models.md §1.2–§1.5), built on vidtempo.ops.tin_shift."""
+"""TIN: Temporal Interlacing (models.md §1.2–§1.5), built on vidtempo.ops.tin_shift.
+
+At the demo's sizes (8 clips × 8 frames, 1-8² features, 4-32 interlaced channels) a TIN block
+costs what its operator calls cost, not their arithmetic; the block is written to make few calls
+(`vidtempo bench models`, BENCHMARKS.md "The demo's time"): the two nets share one unfolded view
+of the descriptors and each is one matrix product instead of a oneDNN Conv1d, the two integer
+shifts of the linear sampler are one tin_shift call over the data seen twice, and the sampler's
+scalars (1 - λ, λ, the gates) are folded together before they meet the features. The
+parameters, and what the block computes, are MMAction2's.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vidtempo.ops import tin_shift
@@ -11,8 +21,21 @@ OFFSET_BIAS = 0.5108  # sigmoid(0.5108) = 0.625, so offsets start at 4 * (0.625 
 OFFSET_INIT = 0.5
 
 
+def temporal_columns(s: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) frame descriptors → (B, T, F*3): for each frame, every channel's values at
+    t-1, t and t+1 (zeros outside the clip) — a kernel-3, padding-1 Conv1d over time is then
+    one matrix product with its weight (out, F, 3) read as (out, F*3)."""
+    b, t, f = s.shape
+    return F.pad(s, (0, 0, 1, 1)).unfold(1, 3, 1).reshape(b, t, f * 3)
+
+
+def _conv(cols: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """`conv` (kernel 3, padding 1) applied to the descriptors behind `cols`: (B, T, out)."""
+    return F.linear(cols, conv.weight.reshape(conv.out_channels, -1), conv.bias)
+
+
 class OffsetNet(nn.Module):
-    """(B, F, T) descriptors → (B, groups) fractional offsets in (-2, 2)."""
+    """(B, T, F*3) temporal columns → (B, groups) fractional offsets in (-2, 2)."""
 
     def __init__(self, channels: int, num_segments: int, groups: int = 2):
         super().__init__()
@@ -22,35 +45,41 @@ class OffsetNet(nn.Module):
         self.fc2 = nn.Linear(num_segments, groups)
         nn.init.constant_(self.fc2.bias, OFFSET_BIAS)
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        z = self.conv(s).flatten(1)  # (B, T)
+    def forward(self, cols: torch.Tensor) -> torch.Tensor:
+        z = _conv(cols, self.conv).flatten(1)  # (B, T)
         z = self.fc2(self.relu(self.fc1(z)))  # (B, groups)
         return 4 * (torch.sigmoid(z) - 0.5)
 
 
 class WeightNet(nn.Module):
-    """(B, F, T) descriptors → (B, T, groups) weights in (0, 2), starting near 1."""
+    """(B, T, F*3) temporal columns → (B, T, groups) weights in (0, 2), starting near 1."""
 
     def __init__(self, channels: int, groups: int = 2):
         super().__init__()
         self.conv = nn.Conv1d(channels, groups, 3, padding=1)
         nn.init.constant_(self.conv.bias, 0.0)
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return 2 * torch.sigmoid(self.conv(s)).permute(0, 2, 1)
+    def forward(self, cols: torch.Tensor) -> torch.Tensor:
+        return 2 * torch.sigmoid(_conv(cols, self.conv))
 
 
-def linear_sampler(data: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """Shift each of 4 channel groups of data (B, T, F, H, W) by a fractional offset (B, 4),
-    interpolating linearly between the floor and floor + 1 integer shifts."""
+def linear_sampler(data: torch.Tensor, offset: torch.Tensor,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Shift each of G channel groups of data (B, T, F, H, W) by a fractional offset (B, G),
+    interpolating linearly between the floor and floor + 1 integer shifts; `weight` (B, T, G),
+    if given, scales each frame's groups after the shift."""
     b, t, f, h, w = data.shape
-    k0 = offset.detach().floor().int()  # (B, 4)
-    lam = offset - k0.to(offset.dtype)  # (B, 4) in [0, 1): gradients reach the offsets here
+    g = offset.shape[1]
+    k0 = offset.detach().floor().int()  # (B, G)
+    lam = offset - k0.to(offset.dtype)  # (B, G) in [0, 1): gradients reach the offsets here
     flat = data.reshape(b, t, f, h * w)
-    d0 = tin_shift(flat, k0)
-    d1 = tin_shift(flat, k0 + 1)
-    lam = lam.repeat_interleave(f // offset.shape[1], dim=1).view(b, 1, f, 1)
-    return ((1 - lam) * d0 + lam * d1).view(b, t, f, h, w)
+    # both integer shifts in one call: the data twice over, the groups shifted by k0 | k0 + 1
+    both = tin_shift(torch.cat([flat, flat], dim=2), torch.cat([k0, k0 + 1], dim=1))
+    coef = torch.stack([1 - lam, lam], dim=1)[:, None]  # (B, 1, 2, G): d0's and d1's share
+    if weight is not None:
+        coef = coef * weight[:, :, None]  # (B, T, 2, G)
+    out = (both.view(b, t, 2, g, f // g, h * w) * coef[..., None, None]).sum(2)
+    return out.view(b, t, f, h, w)
 
 
 class TemporalInterlace(nn.Module):
@@ -71,12 +100,11 @@ class TemporalInterlace(nn.Module):
         nt, c, h, w = x.shape
         t, f = self.num_segments, self.fold
         xd = x[:, :f].reshape(nt // t, t, f, h, w)
-        s = xd.mean(dim=(3, 4)).permute(0, 2, 1)  # (B, F, T)
-        o = self.offset_net(s)  # (B, 2)
-        weight = self.weight_net(s)  # (B, T, 2)
-        shifted = linear_sampler(xd, torch.cat([o, -o], dim=1))  # (B, T, F, H, W)
-        weight = weight[:, :, [0, 1, 0, 1]].repeat_interleave(f // 4, dim=2)  # (B, T, F)
-        y = shifted * weight[..., None, None]
+        cols = temporal_columns(xd.mean(dim=(3, 4)))  # (B, T, 3F)
+        o = self.offset_net(cols)  # (B, 2)
+        weight = self.weight_net(cols)  # (B, T, 2)
+        # the 4 groups shift by (+o1, +o2, -o1, -o2), weighted by gates (w1, w2, w1, w2)
+        y = linear_sampler(xd, torch.cat([o, -o], dim=1), weight.repeat(1, 1, 2))
         return torch.cat([y.reshape(nt, f, h, w), x[:, f:]], dim=1)
 
     def extra_repr(self) -> str:
