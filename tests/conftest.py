@@ -40,11 +40,13 @@ def ray_session(_ray_shutdown_at_exit):
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
-    """A small synthetic temporal dataset, converted once per test session."""
+    """A small synthetic temporal dataset, converted once per test session. Its shards hold
+    the H.264 clips (the decode tests read them); the demo's, JPEG frames (test_tune's set)."""
     from vidtempo.data.prepare import prepare_synthetic
 
     out = tmp_path_factory.mktemp("synthetic")
-    prepare_synthetic(out, {"train": 3, "val": 2}, frames=24, size=48, workers=2, progress=False)
+    prepare_synthetic(out, {"train": 3, "val": 2}, frames=24, size=48, workers=2, progress=False,
+                      storage_kind="video")  # fmt: skip
     return out
 
 

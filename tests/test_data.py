@@ -416,6 +416,37 @@ def test_appearance_classes_and_class_list():
         synthetic.render(12, np.random.default_rng(0))
 
 
+def test_the_synthetic_set_is_jpeg_frames_by_default_and_remade_for_another_storage(tmp_path):
+    """`prepare synthetic` stores JPEG frames unless asked for the H.264 clips; a set made with
+    the other storage is not taken as ready (the demo remakes it), and each frame's JPEG is the
+    same bytes in a clip and in its reverse (the pairs stay order-only)."""
+    from vidtempo.data.decode import decode_jpegs
+    from vidtempo.data.prepare import prepare_synthetic, synthetic_ready
+
+    per_class = {"train": 1, "val": 1}
+    made = prepare_synthetic(tmp_path, per_class, frames=8, size=32, workers=1, progress=False)
+    assert made["train"]["storage"] == "frames"
+    assert all(synthetic_ready(tmp_path, per_class, 8, 32, 0).values())
+    assert not any(synthetic_ready(tmp_path, per_class, 8, 32, 0, storage_kind="video").values())
+    video = prepare_synthetic(tmp_path, per_class, frames=8, size=32, workers=1, progress=False,
+                              storage_kind="video")  # fmt: skip
+    assert video["train"]["storage"] == "video" and video["train"]["num_videos"] == 12
+    rows = {r["video_id"]: r for r in _rows(tmp_path / "val")}
+    assert set(rows) and all("video" in r for r in rows.values())
+    frames = prepare_synthetic(tmp_path / "f", per_class, frames=8, size=32, workers=1,
+                               progress=False)["val"]  # fmt: skip
+    assert frames["num_videos"] == 12
+    got = {r["video_id"]: r for r in _rows(tmp_path / "f" / "val")}
+    first = decode_jpegs(next(iter(got.values()))["frames"], np.arange(8))
+    assert first.shape == (8, 3, 32, 32) and first.dtype == torch.uint8
+    from vidtempo.data.convert_worker import _jpeg
+
+    forward = synthetic.render(10, np.random.default_rng([3, 0]), frames=8, size=32)
+    backward = synthetic.render(11, np.random.default_rng([3, 0]), frames=8, size=32)
+    jpegs = [_jpeg(f, (32, 32), 90) for f in forward]
+    assert [_jpeg(f, (32, 32), 90) for f in backward] == jpegs[::-1]
+
+
 def test_synthetic_clips_decode_to_the_same_pixels_every_time_and_backwards():
     """The encoding is lossless: two encodes of one clip decode to the same frames, and the
     backwards class decodes to the forward clip's frames reversed — the pair differs in order

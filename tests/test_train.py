@@ -202,6 +202,15 @@ def test_epoch_batches_take_exactly_steps_per_epoch_and_skip_the_rest():
     assert [b["epoch"].tolist() for b in resumed] == [[2] * 4] * 2
 
 
+def test_epoch_batches_do_not_depend_on_how_many_rows_a_block_brings():
+    """Decode tasks may bring 8 or 128 rows at a time (pipeline.VIDEOS_PER_TASK): the batches,
+    and so the run, are the same."""
+    rows = {0: 150, 1: 150}
+    runs = [[b["label"].tolist() for b in epoch_batches(FakeShard(rows, block), 8, 18, 0)]
+            for block in (1, 8, 128)]  # fmt: skip
+    assert runs[0] == runs[1] == runs[2] and len(runs[0]) == 36
+
+
 def test_epoch_batches_raise_when_the_stream_runs_short():
     with pytest.raises(RuntimeError, match="ended inside epoch 1"):
         list(epoch_batches(FakeShard({0: 8, 1: 3}), 4, 2, 0))

@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--workers", type=int, default=None)
     ps.add_argument("--videos-per-shard", type=int, default=64)
+    ps.add_argument("--storage", choices=["frames", "video"], default="frames",
+                    help="JPEG frames (default: cheapest to decode) or the lossless H.264 videos")
     add_prepare_ray(ps)
     ps.set_defaults(func=cmd_prepare)
 
@@ -452,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--json", default=None, help="also write the result as JSON here")
     bu.set_defaults(func=_bench_tune)
     add_bench_temporal(bsub)
+    add_bench_demo(bsub)
     add_ui(sub)
     add_runtime_env(sub)
     add_cluster_secrets(sub)
@@ -489,6 +492,24 @@ def add_bench_temporal(bsub) -> None:
     bt.add_argument("--json", default=None, help="also write the result as JSON here")
     add_verbose_argument(bt)
     bt.set_defaults(func=_bench_temporal)
+
+
+def add_bench_demo(bsub) -> None:
+    from vidtempo.bench.demo import MODELS
+
+    bd = bsub.add_parser("demo", help="where `make demo`'s time goes: decode, augment, steps, "
+                         "validation, checkpoints, Ray's processes; against a bare loop")  # fmt: skip
+    bd.add_argument("--workdir", default="bench/demo", help="where the demo's data and runs go")
+    bd.add_argument("--epochs", type=int, default=3, help="epochs of each demo run (default 3)")
+    bd.add_argument("--only", nargs="+", default=None, choices=list(MODELS), help="a subset")
+    bd.add_argument("--json", default=None, help="also write the result as JSON here")
+    bd.set_defaults(func=cmd_bench_demo)
+
+
+def cmd_bench_demo(args: argparse.Namespace) -> int:
+    from vidtempo.bench import demo
+
+    return demo.main(args)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
@@ -667,7 +688,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             manifests = prepare.prepare_synthetic(args.out, per_class, args.frames, args.size,
                                                   args.seed, workers, ray_address=args.ray,
                                                   decode_resource=args.decode_on,
-                                                  videos_per_shard=args.videos_per_shard)  # fmt: skip
+                                                  videos_per_shard=args.videos_per_shard,
+                                                  storage_kind=args.storage)  # fmt: skip
         else:
             opts = Options(out=args.out, dataset=args.dataset, split=args.split,
                            short_side=args.short_side, videos_per_shard=args.videos_per_shard,

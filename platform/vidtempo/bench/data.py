@@ -166,9 +166,8 @@ def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2
         epochs: int = 3, s3: bool = False) -> dict:  # fmt: skip
     workdir = Path(workdir)
     if not (workdir / "video" / "train" / "manifest.json").exists():
-        prepare_synthetic(
-            workdir / "video", {"train": per_class, "val": 1}, size=size, workers=cpus
-        )
+        prepare_synthetic(workdir / "video", {"train": per_class, "val": 1}, size=size,
+                          workers=cpus, storage_kind="video")  # fmt: skip
     if not (workdir / "frames" / "manifest.json").exists():
         opts = Options(out=workdir / "frames", dataset="synthetic", split="train", storage="frames",
                        workers=cpus, classes=read_manifest(workdir / "video" / "train")["classes"])  # fmt: skip

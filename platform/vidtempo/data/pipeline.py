@@ -21,7 +21,7 @@ import ray
 from vidtempo import storage
 from vidtempo.config import Config
 from vidtempo.data.schema import DataError, read_manifest, shard_paths
-from vidtempo.data.transform import VideoTransform
+from vidtempo.data.transform import VideoTransform, clip_bytes
 
 
 def check_classes(manifest: dict, cfg: Config, data_dir: str | Path) -> None:
@@ -52,7 +52,7 @@ def read_row_group(path: str, group: int, columns: list[str]):
 
 class ReadRowGroups:
     """Ray Data UDF: (shard, row group, epoch) units → decoded, augmented clips. Reading the
-    row group inside the task keeps reads and decoding fused, one unit of ~8 videos per task."""
+    row groups inside the task keeps reads and decoding fused; a task takes a few units."""
 
     def __init__(self, transform: VideoTransform, columns: list[str]):
         self.transform = transform
@@ -71,6 +71,16 @@ class ReadRowGroups:
 
 
 READ_AHEAD_CLIPS = 64
+# A decode task takes consecutive row groups up to VIDEOS_PER_TASK videos and TASK_BYTES of
+# decoded clips. Ray Data's streaming executor runs in the training worker (each rank streams
+# its own dataset) and, while its tasks are many and in flight, its scheduling loop turns
+# without pause and takes the worker's GIL from the training loop: the demo's TIN trained at
+# a third of its speed until the stream's last task was done (the "slow early epochs": 7 of 24
+# epochs with 8 videos a task, 1 of 8 with 512; bench demo, BENCHMARKS.md "The demo's time").
+# Small clips make big tasks; clips of 224² (1.2 MB) stay at one row group a task, so that the
+# read-ahead (READ_AHEAD_CLIPS) still lets every decode CPU work.
+VIDEOS_PER_TASK = 512
+TASK_BYTES = 8 * 1024 * 1024
 # A decode task asks for this much of run.decode_resource: enough to be placed only where the
 # resource is, too little to limit how many run there (their CPUs do that)
 DECODE_SHARE = 0.001
@@ -191,7 +201,10 @@ def build(
         raise DataError(
             f"{data_dir} has too few row groups for {world} workers ({split}); use fewer workers"
         )
-    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    # a task: consecutive units, up to VIDEOS_PER_TASK videos and TASK_BYTES of clips
+    videos = max(1, min(VIDEOS_PER_TASK, TASK_BYTES // max(1, clip_bytes(pipe))))
+    per_task = max(1, videos // max(1, units[0]["rows"]))
+    ds = ray.data.from_items(units, override_num_blocks=-(-len(units) // per_task))
     # sample → decode → augment, fused with the read of each unit; a transform is cheap to
     # build, so plain tasks do it (no actor pool holding CPUs while idle)
     transform = VideoTransform(pipe, cfg.data, kind, seed, 0, backend)
@@ -200,7 +213,7 @@ def build(
     placement = {"resources": {cfg.run.decode_resource: DECODE_SHARE}} if cfg.run.decode_resource else {}
     ds = ds.map_batches(
         ReadRowGroups(transform, columns),
-        batch_size=1,
+        batch_size=per_task,
         batch_format="numpy",
         num_cpus=min(1.0, data_cpus) if data_cpus else 1,
         **placement,
@@ -209,9 +222,8 @@ def build(
         # A training stream covers every epoch: unbounded, it decodes epochs ahead and takes
         # the CPUs that the per-epoch validation needs. Read ahead READ_AHEAD_CLIPS clips
         # (from object storage too: twice that measured the same, BENCHMARKS.md issue 24).
-        clip_bytes = int(np.prod(transform.shape))
         limits = ds.context.execution_options.resource_limits
         ds.context.execution_options.resource_limits = limits.copy(
-            object_store_memory=max(READ_AHEAD_MIN_BYTES, READ_AHEAD_CLIPS * clip_bytes)
+            object_store_memory=max(READ_AHEAD_MIN_BYTES, READ_AHEAD_CLIPS * clip_bytes(pipe))
         )
     return ds

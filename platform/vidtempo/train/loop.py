@@ -311,7 +311,8 @@ def epoch_batches(shard, batch_size: int, steps: int, start_epoch: int) -> Itera
             e = int(b["epoch"][i])
             if e >= epoch:
                 pending.setdefault(e, []).append({k: b[k][i] for k in b})
-        yield from drain(stream_ended=False)
+                # row by row: the mix does not depend on how many rows a block brings
+                yield from drain(stream_ended=False)
     yield from drain(stream_ended=True)
     if done or epoch in pending:
         raise RuntimeError(f"the data stream ended inside epoch {epoch} after {done} steps")

@@ -1,0 +1,46 @@
+"""`vidtempo bench demo`'s own accounting: whose CPU time is whose, and the table it prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from vidtempo.bench import demo as bench_demo
+
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+
+
+def test_cpu_meter_counts_each_process_in_its_group():
+    """A child titled like a Ray Train worker and one titled like a decode task: each one's CPU
+    second lands in its group, nothing in the other."""
+    with bench_demo.CpuMeter() as meter:
+        procs = [subprocess.Popen(["bash", "-c", f'exec -a "{title}" {sys.executable} -c "$0"',
+                                   BURN]) for title in ("ray::RayTrainWorker",
+                                                        "ray::MapBatches(ReadRowGroups)")]  # fmt: skip
+        import time
+
+        time.sleep(0.8)  # sampled while they run
+        for p in procs:
+            p.wait(timeout=30)
+    got = meter.by_group()
+    for group in ("train workers", "decode tasks"):
+        used = got[group]["user"] + got[group]["system"]
+        assert 0.3 < used < 1.5, (group, got)
+    assert got["train workers"]["titles"] == {"ray::RayTrainWorker": got["train workers"]["titles"][
+        "ray::RayTrainWorker"]}  # fmt: skip
+
+
+def test_the_table_puts_the_demo_beside_the_bare_loop():
+    cpu = {g: {"user": 1.0, "system": 0.5, "titles": {"x": 1.5}} for g in bench_demo.GROUPS}
+    result = {"device": "cpu", "cpus": 2, "epochs": 3, "storage": "video", "models": {"TSN": {
+        "config": "tsn_r18_synthetic", "steps_per_epoch": 72, "workers": 2, "batch": 8,
+        "step_ms": 30.0, "bare_clips_per_s": 300.0,
+        "epoch_cpu_s": {"decode": 4.0, "augment": 0.5, "train steps": 4.5, "validation": 1.0,
+                        "checkpoint + report": 0.0},
+        "demo": {"wall_s": 60.0, "cpu_s": cpu, "clips_per_s": [100.0, 150.0, 240.0],
+                 "data_wait": [0.5, 0.1, 0.05]}}}}  # fmt: skip
+    text = bench_demo.table(result)
+    assert "| decode | 4.0 | 40% |" in text
+    assert "**sum** (= 5.0 s of wall on 2 CPUs)" in text
+    assert "**0.80×** the bare loop" in text  # the best epoch, 240 of 300
+    assert "| train workers (x 2) | 1.5 | 0.5 | 25% |" in text
