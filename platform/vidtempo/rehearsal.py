@@ -338,7 +338,10 @@ class Rehearsal:
         env.update(VIDTEMPO_STORAGE=f"{root}/runs", VIDTEMPO_MLFLOW_URI=url)
         self.env, self.s3, self.root, self.url, self.head, self.node = env, s3, root, url, head, node
         self.data = f"{root}/data/synthetic"
-        anonymous = anonymous_status(f"{head.address}/api/jobs/")
+        from vidtempo.doctor import anonymous_status
+
+        anonymous = anonymous_status(f"{head.address}/api/jobs/",
+                                     json.dumps({"entrypoint": "echo anyone"}).encode())  # fmt: skip
         self.results.update(s3=s3.url, tracking=url, dashboard=head.address, anonymous_job=anonymous)
         if anonymous not in (401, 403):
             raise RuntimeError(f"the Ray head took a job without its token (HTTP {anonymous})")
@@ -451,18 +454,6 @@ class Rehearsal:
         self.results["report"] = sorted(p.name for p in report.rglob("*") if p.is_file())
         self.results["report_text"] = out
         self.done(t, f"{report}: {', '.join(self.results['report'])}")
-
-
-def anonymous_status(url: str) -> int:
-    """The HTTP status a job submitted without the cluster's token gets (401: refused)."""
-    body = json.dumps({"entrypoint": "echo anyone"}).encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def http_get(url: str, login: tuple[str, str]) -> bytes:

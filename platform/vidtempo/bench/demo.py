@@ -85,13 +85,27 @@ def _input_parts(cfg, rows: list[dict], storage: str) -> tuple[float, float, np.
     return decode_s / len(rows), augment_s / len(rows), np.stack(clips)
 
 
+def _train_step(model, wrapped, opt, x: torch.Tensor, y: torch.Tensor, cfg) -> None:
+    """One step as the training loop takes it: forward (through DDP when `wrapped` is), loss,
+    backward, the recipe's gradient clipping, SGD."""
+    from vidtempo.train.step import masked_cross_entropy
+
+    scores, aux = wrapped(x, y)
+    loss = masked_cross_entropy(scores, y, torch.ones(len(y), dtype=torch.bool)) + aux
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    opt.step()
+
+
 def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
     """Seconds of one training step (batch clips), of one eval forward per clip, and of one
     checkpoint + metrics report, on this thread."""
     from vidtempo import models, tracking
     from vidtempo.train import checkpoint as ckpt
     from vidtempo.train.optim import build_optimizer
-    from vidtempo.train.step import masked_cross_entropy, norm_tensors, normalise
+    from vidtempo.train.step import norm_tensors, normalise
 
     torch.manual_seed(0)
     model = models.build(cfg).train()
@@ -99,17 +113,8 @@ def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
     mean, std = norm_tensors(cfg, torch.device("cpu"))
     x = normalise(clips[:batch], mean, std, torch.device("cpu"))
     y = torch.arange(batch) % cfg.model.num_classes
-    ok = torch.ones(batch, dtype=torch.bool)
 
-    def step():
-        scores, aux = model(x, y)
-        loss = masked_cross_entropy(scores, y, ok) + aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or 1e9)
-        opt.step()
-
-    step_s = _median_s(step, repeats=15, warmup=3)
+    step_s = _median_s(lambda: _train_step(model, model, opt, x, y, cfg), repeats=15, warmup=3)
     model.eval()
     with torch.no_grad():
         forward_s = _median_s(lambda: model(x), repeats=10) / batch
@@ -137,7 +142,7 @@ def _bare_worker(rank: int, world: int, port: int, name: str, clips_path: str, s
 
     from vidtempo import models
     from vidtempo.train.optim import build_optimizer
-    from vidtempo.train.step import masked_cross_entropy, norm_tensors, normalise
+    from vidtempo.train.step import norm_tensors, normalise
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -151,7 +156,6 @@ def _bare_worker(rank: int, world: int, port: int, name: str, clips_path: str, s
     clips = np.load(clips_path)
     mean, std = norm_tensors(cfg, torch.device("cpu"))
     n = len(clips) // batch
-    ok = torch.ones(batch, dtype=torch.bool)
     t = 0.0
     for i in range(steps + 3):
         if i == 3:  # after three warm-up steps
@@ -159,13 +163,7 @@ def _bare_worker(rank: int, world: int, port: int, name: str, clips_path: str, s
             t = time.perf_counter()
         j = (i * world + rank) % n
         x = normalise(clips[j * batch:(j + 1) * batch], mean, std, torch.device("cpu"))
-        y = torch.arange(batch) % cfg.model.num_classes
-        scores, aux = ddp(x, y)
-        loss = masked_cross_entropy(scores, y, ok) + aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or 1e9)
-        opt.step()
+        _train_step(model, ddp, opt, x, torch.arange(batch) % cfg.model.num_classes, cfg)
     dist.barrier()
     Path(clips_path).with_name(f"seconds{rank}").write_text(str(time.perf_counter() - t))
     dist.destroy_process_group()
