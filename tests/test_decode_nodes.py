@@ -68,7 +68,9 @@ def test_decode_tasks_run_only_on_decode_nodes(decode_cluster, synthetic_data, m
     tags = tracking.get_run(res["mlflow_uri"], res["mlflow_run_id"])["tags"]
     assert set(json.loads(tags["vidtempo.worker_nodes"])) == {trainer}
     ran = _decode_tasks()
-    assert len(ran) >= 10  # train epochs, every validation pass and the test protocol
+    # per worker: the training stream (both epochs), the validation pass and the test protocol
+    # (a task takes up to pipeline.VIDEOS_PER_TASK videos: one task each at this size)
+    assert len(ran) >= 6
     where = {t.node_id for t in ran}
     assert where <= decoders and trainer not in where, (where, decoders, trainer)
     # bytes of one uint8 clip, the unit that crosses the network to the trainers
