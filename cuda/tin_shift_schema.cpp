@@ -1,5 +1,5 @@
-// Operator schemas of the vidtempo library and the shared argument checks. The CPU and CUDA
-// kernels register their implementations in tin_shift_cpu.cpp and tin_shift_cuda.cu; autograd,
+// Operator schemas of the vidtempo library and the shared argument checks. The kernels register
+// their implementations in tin_shift_cpu.cpp, tin_sample_cpu.cpp and tin_shift_cuda.cu; autograd,
 // fake-tensor and autocast rules are registered from Python (vidtempo/ops/native.py).
 #include <Python.h>
 #include <torch/library.h>
@@ -33,6 +33,10 @@ void check_tin_shift_args(const at::Tensor& input, const at::Tensor& shift, cons
 TORCH_LIBRARY(vidtempo, m) {
   m.def("tin_shift(Tensor input, Tensor shift) -> Tensor");
   m.def("tin_shift_backward(Tensor grad_output, Tensor shift) -> Tensor");
+  // TIN's linear sampler fused (tin_sample_cpu.cpp): a CPU kernel only; CUDA runs the composite
+  m.def("tin_sample(Tensor input, Tensor offset, Tensor weight) -> Tensor");
+  m.def("tin_sample_backward(Tensor grad_output, Tensor input, Tensor offset, Tensor weight) "
+        "-> (Tensor, Tensor, Tensor)");
 }
 
 // `import vidtempo._C` loads this library and so runs the registrations above; the module

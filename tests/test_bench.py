@@ -44,3 +44,20 @@ def test_the_table_puts_the_demo_beside_the_bare_loop():
     assert "**sum** (= 5.0 s of wall on 2 CPUs)" in text
     assert "**0.80×** the bare loop" in text  # the best epoch, 240 of 300
     assert "| train workers (x 2) | 1.5 | 0.5 | 25% |" in text
+
+
+def test_bench_step_times_each_recipe_against_tsn_in_the_same_run():
+    """`vidtempo bench step`: TSN is always timed (the ratios are to it), every model's time is
+    the best of its round medians, and the table prints each ratio."""
+    from vidtempo.bench import step
+
+    r = step.run(batch=2, rounds=2, repeats=1, warmup=0, only=["TIN"])
+    rows = {row["model"]: row for row in r["rows"]}
+    assert set(rows) == {"TSN", "TIN"}
+    assert rows["TSN"]["vs_TSN"] == 1.0
+    for row in rows.values():
+        assert len(row["round_medians_ms"]) == 2
+        assert row["ms_per_step"] == min(row["round_medians_ms"])
+    assert rows["TIN"]["vs_TSN"] == rows["TIN"]["ms_per_step"] / rows["TSN"]["ms_per_step"]
+    text = step.table(r)
+    assert "| TIN | tin_r18_synthetic |" in text and f"{rows['TIN']['vs_TSN']:.2f}x" in text

@@ -253,6 +253,77 @@ def test_torch_compile_fullgraph_same_output_and_gradients():
 
 
 # --------------------------------------------------------------------------------------------
+# TIN's fused sampler (vidtempo::tin_sample): the composite's maths in one CPU call
+
+SAMPLER_CASES = [  # (N, T, C, H, W, G), offsets scaled so that some leave the clip entirely
+    (2, 8, 8, 3, 3, 4),
+    (3, 5, 4, 1, 1, 2),
+    (2, 8, 16, 4, 4, 4),
+    (1, 3, 6, 2, 5, 3),
+]
+
+
+def _sampler_inputs(case, dtype, scale=3.0):
+    n, t, c, h, w, g = case
+    data = torch.randn(n, t, c, h, w, dtype=dtype, requires_grad=True)
+    offset = (torch.randn(n, g, dtype=dtype) * scale).requires_grad_()
+    weight = (2 * torch.rand(n, t, g, dtype=dtype)).requires_grad_()
+    return data, offset, weight
+
+
+@requires_native
+@pytest.mark.parametrize("case", SAMPLER_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_sampler_equals_the_composite(case, dtype):
+    """Output and the gradients of data, offsets and gates equal the composite of tin_shift and
+    elementwise ops that the fused kernel replaces (to float32 rounding), with and without gates."""
+    from vidtempo.models.tin import composite_linear_sampler, linear_sampler
+
+    torch.manual_seed(sum(case))
+    data, offset, weight = _sampler_inputs(case, dtype)
+    assert ops.fused_sampler(data)
+    for gates in (weight, None):
+        inputs = (data, offset) if gates is None else (data, offset, gates)
+        fused, comp = linear_sampler(data, offset, gates), composite_linear_sampler(data, offset, gates)
+        grad = torch.randn_like(fused)
+        g_fused = torch.autograd.grad(fused, inputs, grad)
+        g_comp = torch.autograd.grad(comp, inputs, grad)
+        torch.testing.assert_close(fused, comp)
+        for a, b in zip(g_fused, g_comp):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@requires_native
+def test_fused_sampler_gradcheck_and_opcheck():
+    torch.manual_seed(0)
+    data, offset, weight = _sampler_inputs((2, 4, 4, 2, 1, 2), torch.float64, scale=1.5)
+    flat = data.detach().reshape(2, 4, 4, 2).requires_grad_()
+    assert torch.autograd.gradcheck(torch.ops.vidtempo.tin_sample, (flat, offset, weight))
+    torch.library.opcheck(torch.ops.vidtempo.tin_sample.default,
+                          (flat.detach().float(), offset.detach().float(), weight.detach().float()))
+
+
+@requires_native
+def test_fused_sampler_is_left_where_it_has_no_kernel(monkeypatch):
+    """Half precision (and CUDA, and VIDTEMPO_TIN_SHIFT=reference) run the composite."""
+    assert not ops.fused_sampler(torch.zeros(1, 2, 4, 1, 1, dtype=torch.bfloat16))
+    monkeypatch.setenv("VIDTEMPO_TIN_SHIFT", "reference")
+    assert not ops.fused_sampler(torch.zeros(1, 2, 4, 1, 1))
+
+
+@requires_native
+def test_fused_sampler_says_which_shapes_it_wants():
+    x = torch.zeros(2, 4, 8, 3)
+    with pytest.raises(ValueError, match=r"weight \[N, T, G\]"):
+        torch.ops.vidtempo.tin_sample(x, torch.zeros(2, 2), torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match="multiple of the number of groups"):
+        torch.ops.vidtempo.tin_sample(x, torch.zeros(2, 3), torch.zeros(2, 4, 3))
+    with pytest.raises(TypeError, match="offset and weight must have the input's dtype"):
+        torch.ops.vidtempo.tin_sample(x, torch.zeros(2, 2, dtype=torch.float64),
+                                      torch.zeros(2, 4, 2))
+
+
+# --------------------------------------------------------------------------------------------
 # errors, fallback and build
 
 

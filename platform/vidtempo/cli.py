@@ -455,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     bu.set_defaults(func=_bench_tune)
     add_bench_temporal(bsub)
     add_bench_demo(bsub)
+    add_bench_step(bsub)
     add_ui(sub)
     add_runtime_env(sub)
     add_cluster_secrets(sub)
@@ -510,6 +511,26 @@ def cmd_bench_demo(args: argparse.Namespace) -> int:
     from vidtempo.bench import demo
 
     return demo.main(args)
+
+
+def add_bench_step(bsub) -> None:
+    from vidtempo.bench.step import RECIPES
+
+    bs = bsub.add_parser("step", help="the synthetic recipes' training step at the demo's "
+                         "shapes, one thread: TSM, TIN, TANet vs TSN")  # fmt: skip
+    bs.add_argument("--batch", type=int, default=8, help="clips per step (default 8, the demo's)")
+    bs.add_argument("--rounds", type=int, default=3, help="rounds the models take turns in")
+    bs.add_argument("--repeats", type=int, default=15, help="steps per model and round")
+    bs.add_argument("--only", nargs="+", default=None, choices=list(RECIPES),
+                    help="a subset (TSN is always timed: the ratios are to it)")
+    bs.add_argument("--json", default=None, help="also write the result as JSON here")
+    bs.set_defaults(func=cmd_bench_step)
+
+
+def cmd_bench_step(args: argparse.Namespace) -> int:
+    from vidtempo.bench import step
+
+    return step.main(args)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:

@@ -5,8 +5,9 @@ costs what its operator calls cost, not their arithmetic; the block is written t
 (`vidtempo bench models`, BENCHMARKS.md "The demo's time"): the two nets share one unfolded view
 of the descriptors and each is one matrix product instead of a oneDNN Conv1d, the two integer
 shifts of the linear sampler are one tin_shift call over the data seen twice, and the sampler's
-scalars (1 - λ, λ, the gates) are folded together before they meet the features. The
-parameters, and what the block computes, are MMAction2's.
+scalars (1 - λ, λ, the gates) are folded together before they meet the features; on the CPU
+the whole sampler (both shifts, the interpolation, the gates, and its backward) is one native
+kernel, vidtempo::tin_sample. The parameters, and what the block computes, are MMAction2's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtempo.ops import tin_shift
+from vidtempo.ops import fused_sampler, tin_shift
 
 OFFSET_BIAS = 0.5108  # sigmoid(0.5108) = 0.625, so offsets start at 4 * (0.625 - 0.5) = 0.5
 OFFSET_INIT = 0.5
@@ -67,7 +68,22 @@ def linear_sampler(data: torch.Tensor, offset: torch.Tensor,
                    weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Shift each of G channel groups of data (B, T, F, H, W) by a fractional offset (B, G),
     interpolating linearly between the floor and floor + 1 integer shifts; `weight` (B, T, G),
-    if given, scales each frame's groups after the shift."""
+    if given, scales each frame's groups after the shift. On the CPU this is one native call
+    and one autograd node (vidtempo::tin_sample); elsewhere `composite_linear_sampler`."""
+    if not fused_sampler(data):
+        return composite_linear_sampler(data, offset, weight)
+    b, t, f, h, w = data.shape
+    if weight is None:
+        weight = offset.new_ones(b, t, offset.shape[1])
+    flat = data.reshape(b, t, f, h * w)
+    out = torch.ops.vidtempo.tin_sample(flat, offset.to(data.dtype), weight.to(data.dtype))
+    return out.view(b, t, f, h, w)
+
+
+def composite_linear_sampler(data: torch.Tensor, offset: torch.Tensor,
+                             weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """`linear_sampler` from tin_shift and elementwise ops (CUDA, half precision, the reference
+    backend): the specification the fused kernel is tested against."""
     b, t, f, h, w = data.shape
     g = offset.shape[1]
     k0 = offset.detach().floor().int()  # (B, G)

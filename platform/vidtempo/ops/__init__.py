@@ -15,7 +15,8 @@ import torch
 from vidtempo.ops import native
 from vidtempo.ops.reference import tin_shift_backward_reference, tin_shift_reference
 
-__all__ = ["tin_shift", "tin_shift_reference", "tin_shift_backward_reference", "check_args"]
+__all__ = ["tin_shift", "tin_shift_reference", "tin_shift_backward_reference", "check_args",
+           "fused_sampler"]
 
 _warned: set[str] = set()
 
@@ -94,3 +95,11 @@ def tin_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
             "(or set VIDTEMPO_TIN_SHIFT=reference to run the slow pure-PyTorch version)"
         )
     return torch.ops.vidtempo.tin_shift(x, shift)
+
+
+def fused_sampler(data: torch.Tensor) -> bool:
+    """Whether TIN's linear sampler over `data` runs as one native call (vidtempo::tin_sample,
+    a CPU kernel for float32/float64) instead of its composite of tin_shift and elementwise ops.
+    Under VIDTEMPO_TIN_SHIFT=reference the composite runs, on the reference shift."""
+    return (data.device.type == "cpu" and data.dtype in (torch.float32, torch.float64)
+            and backend() == "native" and native.has_sample_kernel())  # fmt: skip

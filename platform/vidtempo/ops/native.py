@@ -33,6 +33,26 @@ def _fake(x, shift):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
+def _sample_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _sample_backward(ctx, grad):
+    data, offset, weight = ctx.saved_tensors
+    return torch.ops.vidtempo.tin_sample_backward(grad, data, offset, weight)
+
+
+def _sample_fake(data, offset, weight):
+    torch._check(data.dim() == 4, lambda: "tin_sample: input must be 4-D [N, T, C, HW]")
+    return torch.empty_like(data, memory_format=torch.contiguous_format)
+
+
+def _sample_backward_fake(grad, data, offset, weight):
+    return (torch.empty_like(data, memory_format=torch.contiguous_format),
+            torch.empty_like(offset, memory_format=torch.contiguous_format),
+            torch.empty_like(weight, memory_format=torch.contiguous_format))  # fmt: skip
+
+
 def _register() -> None:
     torch.library.register_fake("vidtempo::tin_shift")(_fake)
     torch.library.register_fake("vidtempo::tin_shift_backward")(_fake)
@@ -42,6 +62,13 @@ def _register() -> None:
     torch.library.register_autograd(
         "vidtempo::tin_shift_backward", _backward_of_backward, setup_context=_setup_context
     )
+    if hasattr(torch.ops.vidtempo, "tin_sample"):
+        # TIN's fused sampler: its backward has no derivative of its own (no double backward)
+        torch.library.register_fake("vidtempo::tin_sample")(_sample_fake)
+        torch.library.register_fake("vidtempo::tin_sample_backward")(_sample_backward_fake)
+        torch.library.register_autograd(
+            "vidtempo::tin_sample", _sample_backward, setup_context=_sample_setup_context
+        )
     # No autocast rule is needed: both kernels accept float32/float64/float16/bfloat16 and
     # return the input's dtype, which is what autocast would ask for a copy-only op.
 
@@ -68,6 +95,11 @@ def load():
 def why_not() -> str:
     load()
     return str(_state.get("why", ""))
+
+
+def has_sample_kernel() -> bool:
+    """Whether vidtempo._C has TIN's fused sampler (tin_sample), a CPU kernel."""
+    return load() is not None and hasattr(torch.ops.vidtempo, "tin_sample")
 
 
 def has_cuda_kernel() -> bool:
