@@ -12,9 +12,9 @@ train on Ray Train, evaluate the 1-clip centre-crop protocol, log to MLflow besi
 import argparse
 import sys
 
-from vidtempo.cli import add_run_arguments, train_main
+from vidtempo.cli import add_run_arguments, run
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(parser, "tin_r50_1x1x8_40e_sthv1_rgb")
-    sys.exit(train_main(parser.parse_args()))
+    sys.exit(run(parser.parse_args()))  # cmd_train, errors reported as `vidtempo train` does

@@ -9,9 +9,9 @@ The same options as `vidtempo train`; see `--help`.
 import argparse
 import sys
 
-from vidtempo.cli import add_run_arguments, train_main
+from vidtempo.cli import add_run_arguments, run
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(parser, "--config")
-    sys.exit(train_main(parser.parse_args()))
+    sys.exit(run(parser.parse_args()))  # cmd_train, errors reported as `vidtempo train` does

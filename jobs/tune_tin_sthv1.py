@@ -11,7 +11,7 @@ it. The best config is written as a YAML that jobs/train.py accepts.
 import argparse
 import sys
 
-from vidtempo.cli import add_tune_arguments, tune_main
+from vidtempo.cli import add_tune_arguments, run
 
 DEFAULT_SPACE = ["optim.lr=loguniform:0.005:0.05", "model.shift_div=choice:4,8,16"]
 
@@ -20,4 +20,4 @@ if __name__ == "__main__":
     add_tune_arguments(parser, "tin_r50_1x1x8_40e_sthv1_rgb")
     args = parser.parse_args()
     args.space = args.space or DEFAULT_SPACE
-    sys.exit(tune_main(args))
+    sys.exit(run(args))  # cmd_tune, errors reported as `vidtempo tune` does

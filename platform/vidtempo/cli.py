@@ -1,8 +1,11 @@
-"""The `vidtempo` command. Each subcommand is a thin call into the library."""
+"""The `vidtempo` command. Each command is an `add_X(sub)` (its options) beside a `cmd_X(args)`
+(a call into the library); the errors a user can cause are printed in one line, exit 2, in one
+place (`run`), from the error kinds each command names (`errors=` in its defaults)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from vidtempo import config as C
@@ -10,6 +13,48 @@ from vidtempo import config as C
 
 def _fmt_int(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
+
+
+def add_zoo(sub) -> None:
+    zoo = sub.add_parser("zoo", help="the zoo configs and their published numbers")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True)
+    zl = zsub.add_parser("list", help="a table of every zoo config")
+    zl.set_defaults(func=cmd_zoo_list)
+    zs = zsub.add_parser("show", help="the resolved config and the zoo's numbers")
+    zs.add_argument("name", help="zoo config name or YAML path")
+    zs.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
+    zs.set_defaults(func=cmd_zoo_show)
+
+    zc = zsub.add_parser("compare", help="our runs next to the zoo's numbers, per zoo config "
+                         "(printed, and logged as a report run with Markdown and a PNG chart)")  # fmt: skip
+    zc.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                    help="MLflow experiment(s) to report (default: every one with such runs)")
+    zc.add_argument("--mlflow-uri", default=None, help="tracking URI (default: VIDTEMPO_MLFLOW_URI "
+                    "or the project's SQLite store)")  # fmt: skip
+    zc.add_argument("--out", default=None, help="also write the report files under this folder")
+    zc.add_argument("--no-log", dest="log", action="store_false", help="print only")
+    zc.set_defaults(func=cmd_zoo_compare)
+
+    zp = zsub.add_parser("plan", help="what reproducing a zoo config costs: clips to decode, "
+                         "decode cores per GPU, GPU-hours, wall-clock, money")  # fmt: skip
+    zp.add_argument("name", help="zoo config name or YAML")
+    zp.add_argument("--gpus", type=int, default=None, help="GPUs (default: the zoo's train.gpus)")
+    zp.add_argument("--clips-per-s", type=float, default=None,
+                    help="training clips/s of one GPU (default: 500, assumed)")
+    zp.add_argument("--gpu-hour-price", type=float, default=None, help="price of a GPU-hour")
+    zp.add_argument("--cpu-hour-price", type=float, default=None,
+                    help="price of a CPU core-hour (decode nodes)")
+    zp.add_argument("--data", default=None, help="converted dataset (train/ and val/ shards) to "
+                    "count the videos of (default: the dataset's known size)")  # fmt: skip
+    zp.add_argument("--videos", default=None, metavar="TRAIN,VAL", help="video counts instead")
+    zp.add_argument("--storage", choices=["frames", "video"], default=None,
+                    help="how the shards hold the videos (default: what the zoo recipe read)")
+    zp.add_argument("--decode-ms", type=float, default=None,
+                    help="decode + augment ms per clip on one core (default: measured, by storage)")
+    zp.add_argument("--log", action="store_true", help="also log the plan as an MLflow run")
+    zp.add_argument("--mlflow-uri", default=None, help="tracking URI for --log")
+    zp.add_argument("--json", default=None, help="also write the plan as JSON here")
+    zp.set_defaults(func=cmd_zoo_plan, errors=("config", "data"))
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
@@ -67,7 +112,7 @@ def cmd_zoo_show(args: argparse.Namespace) -> int:
         f"linear scaling rule: base lr {cfg.optim.lr:g} at reference global batch "
         f"{cfg.reference_global_batch} ({cfg.train.gpus} GPUs x {cfg.train.videos_per_gpu} videos)"
         f" -> effective lr {cfg.effective_lr:g} at global batch {cfg.global_batch} "
-        f"({cfg.run.num_workers} workers x {cfg.run.batch_per_worker or cfg.train.videos_per_gpu})"
+        f"({cfg.run.num_workers} workers x {cfg.batch_per_worker})"
     )
     print(f"protocols: val {C.protocol(cfg.data.val)}, test {C.protocol(cfg.data.test)}")
     _print_measured(cfg)
@@ -89,15 +134,6 @@ def _print_measured(cfg: C.Config) -> None:
     )
 
 
-def cmd_config_validate(args: argparse.Namespace) -> int:
-    cfg = C.load(args.file, args.set or None)
-    print(
-        f"{args.file}: valid ({cfg.name}: {cfg.model.arch}, {cfg.data.dataset}, "
-        f"{len(C.flatten(cfg))} keys)"
-    )
-    return 0
-
-
 def cmd_zoo_compare(args: argparse.Namespace) -> int:
     from vidtempo import tracking
     from vidtempo.report.zoo_compare import compare
@@ -116,111 +152,23 @@ def cmd_zoo_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    import signal
-
-    from vidtempo import tracking
-
-    uri = args.mlflow_uri or tracking.resolve_uri()
-    try:
-        proc, base = tracking.start_ui(uri, args.host, args.port)
-        url = tracking.runs_page(base, uri, args.experiment)
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
-    if proc is None:
-        print(f"the tracking server {base} is up; its runs: {url}")
-        return 0
-    print(f"MLflow UI on {base} (serving {uri}); Ctrl-C stops it", flush=True)
-    print(f"runs: {url}", flush=True)
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)  # a `kill` stops the UI too, as Ctrl-C does
-    try:
-        proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()  # mlflow ui stops its server workers
-        proc.wait(timeout=30)
-    return 0
-
-
-def add_ui(sub) -> None:
-    ui = sub.add_parser("ui", help="the MLflow UI on this project's store (127.0.0.1), and the "
-                        "URL of an experiment's runs page")  # fmt: skip
-    ui.add_argument("--experiment", default=None,
-                    help="whose runs page to print (default: the experiment of the newest run)")
-    ui.add_argument("--mlflow-uri", default=None, help="tracking URI (default: the project's "
-                    "SQLite store, or VIDTEMPO_MLFLOW_URI); an http:// server is only checked")  # fmt: skip
-    ui.add_argument("--host", default="127.0.0.1",
-                    help="interface to bind (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(func=cmd_ui)
-
-
-def cmd_runtime_env(args: argparse.Namespace) -> int:
-    import json
-
-    from vidtempo import lineage
-
-    try:
-        print(json.dumps(lineage.runtime_env(verbose=args.verbose)))
-    except RuntimeError as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def add_runtime_env(sub) -> None:
-    re_ = sub.add_parser("runtime-env", help="--runtime-env-json for `ray job submit`: this "
-                         "checkout's commit and uncommitted diff, who submits, for the run's "
-                         "MLflow lineage")  # fmt: skip
-    re_.add_argument("--verbose", action="store_true",
-                     help="also VIDTEMPO_VERBOSE=1: the job prints Ray's INFO lines")
-    re_.set_defaults(func=cmd_runtime_env)
-
-
-def cmd_cluster_secrets(args: argparse.Namespace) -> int:
-    from vidtempo import cluster
-
-    for path, what in cluster.create(args.folder).items():
-        print(f"{what}: {path}")
-    env = f"{args.folder.rstrip('/')}/{cluster.ENV_FILE}"
-    print(f"cluster.yaml copies this folder to every node. On this machine, `source {env}` "
-          "before `ray job submit`, `ray dashboard` or `vidtempo ui` against the cluster.")  # fmt: skip
-    return 0
-
-
-def add_cluster_secrets(sub) -> None:
-    cs = sub.add_parser("cluster-secrets", help="make the cluster's Ray token and MLflow login "
-                        "once, before `ray up cluster.yaml` (kept private, never printed)")  # fmt: skip
-    cs.add_argument("--folder", default="~/.vidtempo/secrets",
-                    help="where (default ~/.vidtempo/secrets, which cluster.yaml mounts)")
-    cs.set_defaults(func=cmd_cluster_secrets)
-
-
 def cmd_zoo_plan(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from vidtempo.data.schema import DataError
     from vidtempo.report import plan as P
 
-    try:
-        cfg = C.load(args.name)
-        videos = None
-        if args.videos:
-            try:
-                videos = tuple(int(v) for v in args.videos.split(","))
-            except ValueError:
-                raise C.ConfigError(f"--videos must be TRAIN,VAL counts, got {args.videos!r}") from None
-            if len(videos) != 2:
-                raise C.ConfigError(f"--videos must be TRAIN,VAL counts, got {args.videos!r}")
-        p = P.plan(cfg, args.gpus, args.clips_per_s, args.gpu_hour_price, args.cpu_hour_price,
-                   args.data, videos, args.decode_ms, args.storage)  # fmt: skip
-    except (C.ConfigError, DataError) as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = C.load(args.name)
+    videos = None
+    if args.videos:
+        try:
+            videos = tuple(int(v) for v in args.videos.split(","))
+        except ValueError:
+            raise C.ConfigError(f"--videos must be TRAIN,VAL counts, got {args.videos!r}") from None
+        if len(videos) != 2:
+            raise C.ConfigError(f"--videos must be TRAIN,VAL counts, got {args.videos!r}")
+    p = P.plan(cfg, args.gpus, args.clips_per_s, args.gpu_hour_price, args.cpu_hour_price,
+               args.data, videos, args.decode_ms, args.storage)  # fmt: skip
     print(P.table(p))
     if args.json:
         with open(args.json, "w") as fh:
@@ -233,59 +181,25 @@ def cmd_zoo_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from vidtempo import doctor
+def add_config(sub) -> None:
+    cfgp = sub.add_parser("config", help="check config files")
+    csub = cfgp.add_subparsers(dest="config_command", required=True)
+    cv = csub.add_parser("validate", help="load a YAML strictly and report problems")
+    cv.add_argument("file")
+    cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
+    cv.set_defaults(func=cmd_config_validate)
 
-    cfg = run_config(args)
-    report = doctor.check(cfg, args.working_dir, args.address, data=args.data)
-    print(doctor.render(report))
-    return 0 if report["ok"] else 1
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    cfg = C.load(args.file, args.set or None)
+    print(
+        f"{args.file}: valid ({cfg.name}: {cfg.model.arch}, {cfg.data.dataset}, "
+        f"{len(C.flatten(cfg))} keys)"
+    )
+    return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vidtempo", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    zoo = sub.add_parser("zoo", help="the zoo configs and their published numbers")
-    zsub = zoo.add_subparsers(dest="zoo_command", required=True)
-    zl = zsub.add_parser("list", help="a table of every zoo config")
-    zl.set_defaults(func=cmd_zoo_list)
-    zs = zsub.add_parser("show", help="the resolved config and the zoo's numbers")
-    zs.add_argument("name", help="zoo config name or YAML path")
-    zs.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
-    zs.set_defaults(func=cmd_zoo_show)
-
-    zc = zsub.add_parser("compare", help="our runs next to the zoo's numbers, per zoo config "
-                         "(printed, and logged as a report run with Markdown and a PNG chart)")  # fmt: skip
-    zc.add_argument("--experiment", action="append", default=None, metavar="NAME",
-                    help="MLflow experiment(s) to report (default: every one with such runs)")
-    zc.add_argument("--mlflow-uri", default=None, help="tracking URI (default: VIDTEMPO_MLFLOW_URI "
-                    "or the project's SQLite store)")  # fmt: skip
-    zc.add_argument("--out", default=None, help="also write the report files under this folder")
-    zc.add_argument("--no-log", dest="log", action="store_false", help="print only")
-    zc.set_defaults(func=cmd_zoo_compare)
-
-    zp = zsub.add_parser("plan", help="what reproducing a zoo config costs: clips to decode, "
-                         "decode cores per GPU, GPU-hours, wall-clock, money")  # fmt: skip
-    zp.add_argument("name", help="zoo config name or YAML")
-    zp.add_argument("--gpus", type=int, default=None, help="GPUs (default: the zoo's train.gpus)")
-    zp.add_argument("--clips-per-s", type=float, default=None,
-                    help="training clips/s of one GPU (default: 500, assumed)")
-    zp.add_argument("--gpu-hour-price", type=float, default=None, help="price of a GPU-hour")
-    zp.add_argument("--cpu-hour-price", type=float, default=None,
-                    help="price of a CPU core-hour (decode nodes)")
-    zp.add_argument("--data", default=None, help="converted dataset (train/ and val/ shards) to "
-                    "count the videos of (default: the dataset's known size)")  # fmt: skip
-    zp.add_argument("--videos", default=None, metavar="TRAIN,VAL", help="video counts instead")
-    zp.add_argument("--storage", choices=["frames", "video"], default=None,
-                    help="how the shards hold the videos (default: what the zoo recipe read)")
-    zp.add_argument("--decode-ms", type=float, default=None,
-                    help="decode + augment ms per clip on one core (default: measured, by storage)")
-    zp.add_argument("--log", action="store_true", help="also log the plan as an MLflow run")
-    zp.add_argument("--mlflow-uri", default=None, help="tracking URI for --log")
-    zp.add_argument("--json", default=None, help="also write the plan as JSON here")
-    zp.set_defaults(func=cmd_zoo_plan)
-
+def add_doctor(sub) -> None:
     doc = sub.add_parser("doctor", help="check the cluster before `ray job submit`: upload size, "
                          "the op on every node, storage, tracking, GPUs")  # fmt: skip
     doc.add_argument("--config", default="tin_r50_1x1x8_40e_sthv1_rgb",
@@ -305,12 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     doc.set_defaults(func=cmd_doctor)
 
-    cfgp = sub.add_parser("config", help="check config files")
-    csub = cfgp.add_subparsers(dest="config_command", required=True)
-    cv = csub.add_parser("validate", help="load a YAML strictly and report problems")
-    cv.add_argument("file")
-    cv.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
-    cv.set_defaults(func=cmd_config_validate)
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vidtempo import doctor
+
+    cfg = run_config(args)
+    report = doctor.check(cfg, args.working_dir, args.address, data=args.data)
+    print(doctor.render(report))
+    return 0 if report["ok"] else 1
+
+
+def add_prepare(sub) -> None:
     prep = sub.add_parser("prepare", help="convert videos or rawframes to Parquet shards")
     psub = prep.add_subparsers(dest="prepare_command", required=True)
     for kind, help_ in [
@@ -346,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--keyint", type=int, default=None, help="re-encode with this keyframe interval"
             )
         add_prepare_ray(pp)
-        pp.set_defaults(func=cmd_prepare)
+        pp.set_defaults(func=cmd_prepare, errors=("data", "os"))
     ps = psub.add_parser("synthetic", help="generate and convert the synthetic temporal dataset")
     ps.add_argument("--out", required=True, help="a local folder or a URI (s3://BUCKET/data/synthetic)")
     ps.add_argument("--train-per-class", type=int, default=24)
@@ -359,178 +278,75 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--storage", choices=["frames", "video"], default="frames",
                     help="JPEG frames (default: cheapest to decode) or the lossless H.264 videos")
     add_prepare_ray(ps)
-    ps.set_defaults(func=cmd_prepare)
+    ps.set_defaults(func=cmd_prepare, errors=("data", "os"))
 
+
+def add_prepare_ray(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        help="convert as Ray tasks, one per shard, across the cluster at ADDRESS (default: "
+             "RAY_ADDRESS, else a local instance); --root and --out must then be URIs or "
+             "shared mounts when the cluster has several nodes")  # fmt: skip
+    parser.add_argument("--decode-on", default=None, metavar="RESOURCE",
+                        help="with --ray: run the tasks on the nodes carrying this Ray resource "
+                             "(cluster.yaml's cpu-decode nodes carry `decode`)")  # fmt: skip
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import os
+
+    from vidtempo.data import prepare
+    from vidtempo.data.convert import Options
+
+    workers = args.workers or os.cpu_count() or 2
+    if args.prepare_command == "synthetic":
+        per_class = {"train": args.train_per_class, "val": args.val_per_class}
+        manifests = prepare.prepare_synthetic(args.out, per_class, args.frames, args.size,
+                                              args.seed, workers, ray_address=args.ray,
+                                              decode_resource=args.decode_on,
+                                              videos_per_shard=args.videos_per_shard,
+                                              storage_kind=args.storage)  # fmt: skip
+    else:
+        opts = Options(out=args.out, dataset=args.dataset, split=args.split,
+                       short_side=args.short_side, videos_per_shard=args.videos_per_shard,
+                       workers=workers, timeout=args.timeout)  # fmt: skip
+        if args.prepare_command == "rawframes":
+            opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
+            m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,
+                                          args.ray, args.decode_on)  # fmt: skip
+        else:
+            opts.storage, opts.keyint = args.storage, args.keyint
+            m = prepare.prepare_videos(args.list, args.root, opts, args.classes, args.ray,
+                                       args.decode_on)  # fmt: skip
+        manifests = {args.split: m}
+    for split, m in manifests.items():
+        print(f"{split}: {m['num_videos']} videos in {len(m['shards'])} shards, "
+              f"{len(m['classes'])} classes, {m['num_quarantined']} quarantined")  # fmt: skip
+    return 0
+
+
+def add_import_checkpoint(sub) -> None:
     imp = sub.add_parser("import-checkpoint", help="convert another codebase's checkpoint")
     imp.add_argument("source", choices=["mmaction2"], help="where the checkpoint comes from")
     imp.add_argument("input", help="the .pth file (MMAction2 0.x or 1.x)")
     imp.add_argument("output", help="the vidtempo checkpoint to write")
     imp.add_argument("--config", required=True, help="zoo config name or YAML of the model")
-    imp.set_defaults(func=cmd_import_checkpoint)
+    imp.set_defaults(func=cmd_import_checkpoint, errors=("checkpoint", "value", "missing"))
 
+
+def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    from vidtempo import models
+    from vidtempo.models.checkpoint import import_mmaction2
+
+    cfg = C.load(args.config)
+    n = import_mmaction2(args.input, args.output, models.build(cfg), cfg.name)
+    print(f"wrote {args.output}: {n} tensors for {cfg.name} (strict: every key mapped)")
+    return 0
+
+
+def add_train(sub) -> None:
     tr = sub.add_parser("train", help="train a config on Ray Train, evaluate it, log to MLflow")
     add_run_arguments(tr)
-    tr.set_defaults(func=cmd_train)
-
-    ev = sub.add_parser("evaluate", help="a checkpoint under the config's test protocol")
-    ev.add_argument("config", help="zoo config name or YAML")
-    ev.add_argument("checkpoint", help="a run's checkpoint directory, best/epoch_*.pt, or a file "
-                    "from `vidtempo import-checkpoint` (a local path or a URI)")  # fmt: skip
-    ev.add_argument("--data", required=True, help="folder with the val/ shards (a path or a URI)")
-    ev.add_argument("--protocol", choices=["test", "val"], default="test",
-                    help="the config's test pipeline (default) or its val pipeline")  # fmt: skip
-    ev.add_argument("--workers", type=int, default=None, help="Ray Train workers")
-    ev.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    add_verbose_argument(ev)
-    ev.set_defaults(func=cmd_evaluate)
-
-    tn = sub.add_parser("tune", help="a Ray Tune sweep (ASHA or grid) with nested MLflow runs")
-    add_tune_arguments(tn)
-    tn.set_defaults(func=tune_main)
-
-    demo = sub.add_parser("demo", help="the main job on the synthetic dataset: TIN vs TSN")
-    demo.add_argument("--workdir", default=None, help="default: <home>/demo")
-    demo.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    add_verbose_argument(demo)
-    demo.set_defaults(func=cmd_demo)
-
-    bench = sub.add_parser("bench", help="measurements behind BENCHMARKS.md")
-    bsub = bench.add_subparsers(dest="bench_command", required=True)
-    bo = bsub.add_parser("op", help="tin_shift fwd+bwd: native kernel vs pure-PyTorch reference")
-    bo.add_argument("--device", default="cpu", help="cpu or cuda")
-    bo.add_argument(
-        "--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"]
-    )
-    bo.add_argument("--videos", type=int, default=8, help="videos per batch (N)")
-    bo.add_argument("--frames", type=int, default=8, help="frames per video (T)")
-    bo.add_argument("--repeats", type=int, default=20, help="timed rounds per shape")
-    bo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    bo.add_argument("--json", default=None, help="also write the results to this JSON file")
-    bo.set_defaults(func=_bench_op)
-    bm = bsub.add_parser("models", help="train-step cost per clip of TSN/TSM/TIN/TANet/TPN vs TSN")
-    bm.add_argument("--size", type=int, default=112)
-    bm.add_argument("--frames", type=int, default=8)
-    bm.add_argument("--clips", type=int, default=2, help="clips per batch")
-    bm.add_argument("--repeats", type=int, default=5)
-    bm.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TSM TIN")
-    bm.add_argument("--json", default=None)
-    bm.set_defaults(func=_bench_models)
-    bd = bsub.add_parser("data", help="Ray Data pipeline vs a torch DataLoader, clips/s")
-    bd.add_argument("--workdir", default="bench/data", help="where the benchmark dataset is made")
-    bd.add_argument("--per-class", type=int, default=32, help="synthetic train videos per class")
-    bd.add_argument("--size", type=int, default=128, help="synthetic frame size")
-    bd.add_argument("--cpus", type=int, default=2)
-    bd.add_argument("--rounds", type=int, default=2)
-    bd.add_argument("--epochs", type=int, default=3, help="passes over the data per timing")
-    bd.add_argument("--s3", action="store_true", help="also stream the shards from a bucket of a "
-                    "local S3 server (moto), timed beside the local copy")  # fmt: skip
-    bd.add_argument("--json", default=None)
-    bd.set_defaults(func=_bench_data)
-    add_bench_prepare(bsub)
-    bt = bsub.add_parser("train", help="clips/s of a full training step (SGD, clip) per model")
-    bt.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    bt.add_argument("--size", type=int, default=224)
-    bt.add_argument("--frames", type=int, default=8)
-    bt.add_argument("--clips", type=int, default=None, help="clips per step (cpu 2, cuda 16)")
-    bt.add_argument("--repeats", type=int, default=3)
-    bt.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TIN")
-    bt.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 on the GPU")
-    bt.add_argument("--json", default=None)
-    bt.set_defaults(func=_bench_train)
-    bu = bsub.add_parser("tune", help="ASHA vs the full grid on the synthetic dataset")
-    bu.add_argument("--workdir", default="bench/tune", help="where the synthetic data is made")
-    bu.add_argument("--epochs", type=int, default=12, help="per trial (default 12)")
-    bu.add_argument("--grace-period", type=int, default=2,
-                    help="ASHA's first rung, in epochs (default 2)")
-    bu.add_argument("--reduction-factor", type=int, default=3,
-                    help="ASHA keeps 1/rf of the trials at each rung (default 3)")
-    bu.add_argument("--space", action="append", default=None, metavar="KEY=grid:A,B",
-                    help="the space (default: lr 0.0025/0.005/0.01/0.02 × shift_div 2/4/8)")
-    bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override of the base recipe tin_r18_synthetic (after the "
-                    "bench's own schedule.warmup_epochs=0 train.min_steps=null)")
-    bu.add_argument("--json", default=None, help="also write the result as JSON here")
-    bu.set_defaults(func=_bench_tune)
-    add_bench_temporal(bsub)
-    add_bench_demo(bsub)
-    add_bench_step(bsub)
-    add_ui(sub)
-    add_runtime_env(sub)
-    add_cluster_secrets(sub)
-    return p
-
-
-def add_bench_prepare(bsub) -> None:
-    bp = bsub.add_parser("prepare", help="videos/s of `prepare`: local process pool vs Ray "
-                         "tasks, and the K400 / sthv1 conversion on N decode nodes")  # fmt: skip
-    bp.add_argument("--workdir", default="bench/prepare", help="where the inputs are made")
-    bp.add_argument("--videos", type=int, default=32, help="inputs of each kind")
-    bp.add_argument("--cpus", type=int, default=2)
-    bp.add_argument("--per-shard", type=int, default=8, help="videos per shard (per Ray task)")
-    bp.add_argument("--rounds", type=int, default=2)
-    bp.add_argument("--json", default=None)
-    bp.set_defaults(func=cmd_bench_prepare)
-
-
-def cmd_bench_prepare(args: argparse.Namespace) -> int:
-    from vidtempo.bench import prepare
-
-    return prepare.main(args)
-
-
-def add_bench_temporal(bsub) -> None:
-    from vidtempo.bench.temporal import RECIPES, SEEDS
-
-    bt = bsub.add_parser("temporal", help="TSN/TSM/TIN/TANet on the synthetic temporal set over "
-                         "several seeds: temporal-order pairs vs appearance-only classes")  # fmt: skip
-    bt.add_argument("--workdir", default="bench/temporal", help="where the data and runs go")
-    bt.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="run.seed values")
-    bt.add_argument("--only", nargs="+", default=None, choices=list(RECIPES), help="a subset")
-    bt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override of every recipe, e.g. --set train.epochs=8")
-    bt.add_argument("--json", default=None, help="also write the result as JSON here")
-    add_verbose_argument(bt)
-    bt.set_defaults(func=_bench_temporal)
-
-
-def add_bench_demo(bsub) -> None:
-    from vidtempo.bench.demo import MODELS
-
-    bd = bsub.add_parser("demo", help="where `make demo`'s time goes: decode, augment, steps, "
-                         "validation, checkpoints, Ray's processes; against a bare loop")  # fmt: skip
-    bd.add_argument("--workdir", default="bench/demo", help="where the demo's data and runs go")
-    bd.add_argument("--epochs", type=int, default=3, help="epochs of each demo run (default 3)")
-    bd.add_argument("--only", nargs="+", default=None, choices=list(MODELS), help="a subset")
-    bd.add_argument("--json", default=None, help="also write the result as JSON here")
-    bd.set_defaults(func=cmd_bench_demo)
-
-
-def cmd_bench_demo(args: argparse.Namespace) -> int:
-    from vidtempo.bench import demo
-
-    return demo.main(args)
-
-
-def add_bench_step(bsub) -> None:
-    from vidtempo.bench.step import RECIPES
-
-    bs = bsub.add_parser("step", help="the synthetic recipes' training step at the demo's "
-                         "shapes, one thread: TSM, TIN, TANet vs TSN")  # fmt: skip
-    bs.add_argument("--batch", type=int, default=8, help="clips per step (default 8, the demo's)")
-    bs.add_argument("--rounds", type=int, default=3, help="rounds the models take turns in")
-    bs.add_argument("--repeats", type=int, default=15, help="steps per model and round")
-    bs.add_argument("--only", nargs="+", default=None, choices=list(RECIPES),
-                    help="a subset (TSN is always timed: the ratios are to it)")
-    bs.add_argument("--json", default=None, help="also write the result as JSON here")
-    bs.set_defaults(func=cmd_bench_step)
-
-
-def cmd_bench_step(args: argparse.Namespace) -> int:
-    from vidtempo.bench import step
-
-    return step.main(args)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
@@ -560,6 +376,7 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> 
                    "that carry this Ray resource (run.decode_resource; cluster.yaml's cpu-decode "
                    "nodes carry `decode`)")  # fmt: skip
     add_verbose_argument(p)
+    p.set_defaults(func=cmd_train, errors=RUN_ERRORS)
 
 
 def add_verbose_argument(p: argparse.ArgumentParser) -> None:
@@ -572,45 +389,6 @@ def apply_verbose(args: argparse.Namespace) -> None:
         from vidtempo import verbosity
 
         verbosity.set_verbose(True)
-
-
-def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
-    """The options of `vidtempo tune` and jobs/tune_*.py."""
-    add_run_arguments(p, config)
-    p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
-                   help="e.g. optim.lr=loguniform:1e-3:1e-1, model.shift_div=choice:4,8,16 "
-                   "(the lr is the base lr at the zoo's batch)")  # fmt: skip
-    p.add_argument("--space-file", default=None, help="YAML mapping dotted keys to SPECs")
-    p.add_argument("--samples", type=int, default=1, help="samples (a grid: repeats of it)")
-    p.add_argument("--scheduler", choices=["asha", "grid"], default="asha",
-                   help="asha stops weak trials early; grid runs every trial to the end")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a stop")
-    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/rf per rung")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
-
-
-def tune_main(args: argparse.Namespace) -> int:
-    from vidtempo.data.schema import DataError
-    from vidtempo.train.run import ResourceError
-    from vidtempo.tune import space as S
-    from vidtempo.tune.sweep import sweep, table
-
-    apply_verbose(args)
-    try:
-        cfg = run_config(args)
-        space = S.parse(args.space, args.space_file)
-        out = sweep(cfg, args.data, space, args.samples, args.scheduler, args.grace_period,
-                    args.reduction_factor, args.name, args.resume, args.imagenet)  # fmt: skip
-    except (C.ConfigError, DataError, ResourceError, FileNotFoundError, FileExistsError) as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
-    print("\n" + table(out["rows"], cfg.eval.metric))
-    if out.get("best"):
-        print(f"\nbest: trial {out['best']['trial']} {out['best']['params']} "
-              f"{cfg.eval.metric} {out['best']['best']:.2f}")  # fmt: skip
-        print(f"best config: {out['best_config_path']}  (python jobs/train.py --config PATH ...)")
-    print(f"MLflow parent run {out['parent_run_id']}")
-    return 0
 
 
 def run_config(args: argparse.Namespace) -> C.Config:
@@ -626,55 +404,99 @@ def run_config(args: argparse.Namespace) -> C.Config:
     return C.load(args.config, overrides)
 
 
-def train_main(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     """`vidtempo train` and the jobs/ scripts: train, then print the final metrics."""
-    from vidtempo.data.schema import DataError
-    from vidtempo.train.run import ResourceError, fit
+    from vidtempo import tracking
+    from vidtempo.train.run import fit
 
     apply_verbose(args)
-    try:
-        cfg = run_config(args)
-        res = fit(cfg, args.data, name=args.name, imagenet=args.imagenet)
-    except (C.ConfigError, DataError, ResourceError, FileNotFoundError) as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = run_config(args)
+    res = fit(cfg, args.data, name=args.name, imagenet=args.imagenet)
     shown = {k: v for k, v in sorted(res["metrics"].items()) if "top" in k}
     print(f"\n{res['name']}: " + "  ".join(f"{k} {v:.2f}" for k, v in shown.items()))
     print(f"checkpoints: {res['run_dir']}")
     print(f"MLflow run {res['mlflow_run_id']} in {res['mlflow_uri']}")
-    print(f"open the UI: {ui_command(res['mlflow_uri'])}")
+    print(f"open the UI: {tracking.ui_command(res['mlflow_uri'])}")
     return 0
 
 
-def ui_command(uri: str) -> str:
-    from vidtempo import tracking
-
-    return tracking.ui_command(uri)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    return train_main(args)
+def add_evaluate(sub) -> None:
+    ev = sub.add_parser("evaluate", help="a checkpoint under the config's test protocol")
+    ev.add_argument("config", help="zoo config name or YAML")
+    ev.add_argument("checkpoint", help="a run's checkpoint directory, best/epoch_*.pt, or a file "
+                    "from `vidtempo import-checkpoint` (a local path or a URI)")  # fmt: skip
+    ev.add_argument("--data", required=True, help="folder with the val/ shards (a path or a URI)")
+    ev.add_argument("--protocol", choices=["test", "val"], default="test",
+                    help="the config's test pipeline (default) or its val pipeline")  # fmt: skip
+    ev.add_argument("--workers", type=int, default=None, help="Ray Train workers")
+    ev.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    add_verbose_argument(ev)
+    ev.set_defaults(func=cmd_evaluate, errors=RUN_ERRORS + ("value",))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from vidtempo.data.schema import DataError
-    from vidtempo.train.run import ResourceError, evaluate
+    from vidtempo.train.run import evaluate
 
     apply_verbose(args)
-    try:
-        cfg = run_config(args)
-        result = evaluate(cfg, args.checkpoint, args.data, protocol=args.protocol)
-    except (C.ConfigError, DataError, ResourceError, FileNotFoundError, ValueError) as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = run_config(args)
+    result = evaluate(cfg, args.checkpoint, args.data, protocol=args.protocol)
     for k, v in sorted(result.items()):
         print(f"{k:32s} {v:8.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0
+
+
+def add_tune(sub) -> None:
+    tn = sub.add_parser("tune", help="a Ray Tune sweep (ASHA or grid) with nested MLflow runs")
+    add_tune_arguments(tn)
+
+
+def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
+    """The options of `vidtempo tune` and jobs/tune_*.py."""
+    add_run_arguments(p, config)
+    p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                   help="e.g. optim.lr=loguniform:1e-3:1e-1, model.shift_div=choice:4,8,16 "
+                   "(the lr is the base lr at the zoo's batch)")  # fmt: skip
+    p.add_argument("--space-file", default=None, help="YAML mapping dotted keys to SPECs")
+    p.add_argument("--samples", type=int, default=1, help="samples (a grid: repeats of it)")
+    p.add_argument("--scheduler", choices=["asha", "grid"], default="asha",
+                   help="asha stops weak trials early; grid runs every trial to the end")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a stop")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/rf per rung")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.set_defaults(func=cmd_tune, errors=RUN_ERRORS + ("exists",))
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from vidtempo.tune import space as S
+    from vidtempo.tune.sweep import sweep, table
+
+    apply_verbose(args)
+    cfg = run_config(args)
+    space = S.parse(args.space, args.space_file)
+    out = sweep(cfg, args.data, space, args.samples, args.scheduler, args.grace_period,
+                args.reduction_factor, args.name, args.resume, args.imagenet)  # fmt: skip
+    print("\n" + table(out["rows"], cfg.eval.metric))
+    if out.get("best"):
+        print(f"\nbest: trial {out['best']['trial']} {out['best']['params']} "
+              f"{cfg.eval.metric} {out['best']['best']:.2f}")  # fmt: skip
+        print(f"best config: {out['best_config_path']}  (python jobs/train.py --config PATH ...)")
+    print(f"MLflow parent run {out['parent_run_id']}")
+    return 0
+
+
+def add_demo(sub) -> None:
+    demo = sub.add_parser("demo", help="the main job on the synthetic dataset: TIN vs TSN")
+    demo.add_argument("--workdir", default=None, help="default: <home>/demo")
+    demo.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    add_verbose_argument(demo)
+    demo.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -684,115 +506,265 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(args.workdir, args.epochs)
 
 
-def add_prepare_ray(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-        help="convert as Ray tasks, one per shard, across the cluster at ADDRESS (default: "
-             "RAY_ADDRESS, else a local instance); --root and --out must then be URIs or "
-             "shared mounts when the cluster has several nodes")  # fmt: skip
-    parser.add_argument("--decode-on", default=None, metavar="RESOURCE",
-                        help="with --ray: run the tasks on the nodes carrying this Ray resource "
-                             "(cluster.yaml's cpu-decode nodes carry `decode`)")  # fmt: skip
+def cmd_ui(args: argparse.Namespace) -> int:
+    import signal
 
+    from vidtempo import tracking
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    import os
+    uri = args.mlflow_uri or tracking.resolve_uri()
+    proc, base = tracking.start_ui(uri, args.host, args.port)
+    url = tracking.runs_page(base, uri, args.experiment)
+    if proc is None:
+        print(f"the tracking server {base} is up; its runs: {url}")
+        return 0
+    print(f"MLflow UI on {base} (serving {uri}); Ctrl-C stops it", flush=True)
+    print(f"runs: {url}", flush=True)
+    def stop(signum, frame):
+        raise KeyboardInterrupt
 
-    from vidtempo.data import prepare
-    from vidtempo.data.convert import Options
-    from vidtempo.data.schema import DataError
-
-    workers = args.workers or os.cpu_count() or 2
+    signal.signal(signal.SIGTERM, stop)  # a `kill` stops the UI too, as Ctrl-C does
     try:
-        if args.prepare_command == "synthetic":
-            per_class = {"train": args.train_per_class, "val": args.val_per_class}
-            manifests = prepare.prepare_synthetic(args.out, per_class, args.frames, args.size,
-                                                  args.seed, workers, ray_address=args.ray,
-                                                  decode_resource=args.decode_on,
-                                                  videos_per_shard=args.videos_per_shard,
-                                                  storage_kind=args.storage)  # fmt: skip
-        else:
-            opts = Options(out=args.out, dataset=args.dataset, split=args.split,
-                           short_side=args.short_side, videos_per_shard=args.videos_per_shard,
-                           workers=workers, timeout=args.timeout)  # fmt: skip
-            if args.prepare_command == "rawframes":
-                opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
-                m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,
-                                              args.ray, args.decode_on)  # fmt: skip
-            else:
-                opts.storage, opts.keyint = args.storage, args.keyint
-                m = prepare.prepare_videos(args.list, args.root, opts, args.classes, args.ray,
-                                           args.decode_on)  # fmt: skip
-            manifests = {args.split: m}
-    except (DataError, OSError) as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
-    for split, m in manifests.items():
-        print(f"{split}: {m['num_videos']} videos in {len(m['shards'])} shards, "
-              f"{len(m['classes'])} classes, {m['num_quarantined']} quarantined")  # fmt: skip
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()  # mlflow ui stops its server workers
+        proc.wait(timeout=30)
     return 0
 
 
-def cmd_import_checkpoint(args: argparse.Namespace) -> int:
-    from vidtempo import models
-    from vidtempo.models.checkpoint import CheckpointMismatch, import_mmaction2
+def add_ui(sub) -> None:
+    ui = sub.add_parser("ui", help="the MLflow UI on this project's store (127.0.0.1), and the "
+                        "URL of an experiment's runs page")  # fmt: skip
+    ui.add_argument("--experiment", default=None,
+                    help="whose runs page to print (default: the experiment of the newest run)")
+    ui.add_argument("--mlflow-uri", default=None, help="tracking URI (default: the project's "
+                    "SQLite store, or VIDTEMPO_MLFLOW_URI); an http:// server is only checked")  # fmt: skip
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="interface to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui, errors=("os", "value", "runtime"))
 
-    cfg = C.load(args.config)
-    try:
-        n = import_mmaction2(args.input, args.output, models.build(cfg), cfg.name)
-    except (CheckpointMismatch, ValueError, FileNotFoundError) as exc:
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output}: {n} tensors for {cfg.name} (strict: every key mapped)")
+
+def cmd_runtime_env(args: argparse.Namespace) -> int:
+    import json
+
+    from vidtempo import lineage
+
+    print(json.dumps(lineage.runtime_env(verbose=args.verbose)))
     return 0
 
 
-def _bench_models(args: argparse.Namespace) -> int:
-    from vidtempo.bench import models
-
-    return models.main(args)
-
-
-def _bench_data(args: argparse.Namespace) -> int:
-    from vidtempo.bench import data
-
-    return data.main(args)
+def add_runtime_env(sub) -> None:
+    re_ = sub.add_parser("runtime-env", help="--runtime-env-json for `ray job submit`: this "
+                         "checkout's commit and uncommitted diff, who submits, for the run's "
+                         "MLflow lineage")  # fmt: skip
+    re_.add_argument("--verbose", action="store_true",
+                     help="also VIDTEMPO_VERBOSE=1: the job prints Ray's INFO lines")
+    re_.set_defaults(func=cmd_runtime_env, errors=("runtime",))
 
 
-def _bench_op(args: argparse.Namespace) -> int:
-    from vidtempo.bench import op
+def cmd_cluster_secrets(args: argparse.Namespace) -> int:
+    from vidtempo import cluster
 
-    return op.main(args)
-
-
-def _bench_train(args: argparse.Namespace) -> int:
-    from vidtempo.bench import train
-
-    return train.main(args)
-
-
-def _bench_tune(args: argparse.Namespace) -> int:
-    from vidtempo.bench import tune
-
-    return tune.main(args)
+    for path, what in cluster.create(args.folder).items():
+        print(f"{what}: {path}")
+    env = f"{args.folder.rstrip('/')}/{cluster.ENV_FILE}"
+    print(f"cluster.yaml copies this folder to every node. On this machine, `source {env}` "
+          "before `ray job submit`, `ray dashboard` or `vidtempo ui` against the cluster.")  # fmt: skip
+    return 0
 
 
-def _bench_temporal(args: argparse.Namespace) -> int:
-    from vidtempo.bench import temporal
+def add_cluster_secrets(sub) -> None:
+    cs = sub.add_parser("cluster-secrets", help="make the cluster's Ray token and MLflow login "
+                        "once, before `ray up cluster.yaml` (kept private, never printed)")  # fmt: skip
+    cs.add_argument("--folder", default="~/.vidtempo/secrets",
+                    help="where (default ~/.vidtempo/secrets, which cluster.yaml mounts)")
+    cs.set_defaults(func=cmd_cluster_secrets)
 
+
+def add_bench(sub) -> None:
+    bench = sub.add_parser("bench", help="measurements behind BENCHMARKS.md")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    for add in (add_bench_op, add_bench_models, add_bench_data, add_bench_prepare, add_bench_train,
+                add_bench_tune, add_bench_temporal, add_bench_demo, add_bench_step):  # fmt: skip
+        add(bsub)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`vidtempo bench X`: the main of vidtempo.bench.X."""
     apply_verbose(args)
-    return temporal.main(args)
+    return importlib.import_module(f"vidtempo.bench.{args.bench_command}").main(args)
+
+
+def add_bench_op(bsub) -> None:
+    bo = bsub.add_parser("op", help="tin_shift fwd+bwd: native kernel vs pure-PyTorch reference")
+    bo.add_argument("--device", default="cpu", help="cpu or cuda")
+    bo.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"]
+    )
+    bo.add_argument("--videos", type=int, default=8, help="videos per batch (N)")
+    bo.add_argument("--frames", type=int, default=8, help="frames per video (T)")
+    bo.add_argument("--repeats", type=int, default=20, help="timed rounds per shape")
+    bo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    bo.add_argument("--json", default=None, help="also write the results to this JSON file")
+    bo.set_defaults(func=cmd_bench)
+
+
+def add_bench_models(bsub) -> None:
+    bm = bsub.add_parser("models", help="train-step cost per clip of TSN/TSM/TIN/TANet/TPN vs TSN")
+    bm.add_argument("--size", type=int, default=112)
+    bm.add_argument("--frames", type=int, default=8)
+    bm.add_argument("--clips", type=int, default=2, help="clips per batch")
+    bm.add_argument("--repeats", type=int, default=5)
+    bm.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TSM TIN")
+    bm.add_argument("--json", default=None)
+    bm.set_defaults(func=cmd_bench)
+
+
+def add_bench_data(bsub) -> None:
+    bd = bsub.add_parser("data", help="Ray Data pipeline vs a torch DataLoader, clips/s")
+    bd.add_argument("--workdir", default="bench/data", help="where the benchmark dataset is made")
+    bd.add_argument("--per-class", type=int, default=32, help="synthetic train videos per class")
+    bd.add_argument("--size", type=int, default=128, help="synthetic frame size")
+    bd.add_argument("--cpus", type=int, default=2)
+    bd.add_argument("--rounds", type=int, default=2)
+    bd.add_argument("--epochs", type=int, default=3, help="passes over the data per timing")
+    bd.add_argument("--s3", action="store_true", help="also stream the shards from a bucket of a "
+                    "local S3 server (moto), timed beside the local copy")  # fmt: skip
+    bd.add_argument("--json", default=None)
+    bd.set_defaults(func=cmd_bench)
+
+
+def add_bench_train(bsub) -> None:
+    bt = bsub.add_parser("train", help="clips/s of a full training step (SGD, clip) per model")
+    bt.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    bt.add_argument("--size", type=int, default=224)
+    bt.add_argument("--frames", type=int, default=8)
+    bt.add_argument("--clips", type=int, default=None, help="clips per step (cpu 2, cuda 16)")
+    bt.add_argument("--repeats", type=int, default=3)
+    bt.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TIN")
+    bt.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 on the GPU")
+    bt.add_argument("--json", default=None)
+    bt.set_defaults(func=cmd_bench)
+
+
+def add_bench_tune(bsub) -> None:
+    bu = bsub.add_parser("tune", help="ASHA vs the full grid on the synthetic dataset")
+    bu.add_argument("--workdir", default="bench/tune", help="where the synthetic data is made")
+    bu.add_argument("--epochs", type=int, default=12, help="per trial (default 12)")
+    bu.add_argument("--grace-period", type=int, default=2,
+                    help="ASHA's first rung, in epochs (default 2)")
+    bu.add_argument("--reduction-factor", type=int, default=3,
+                    help="ASHA keeps 1/rf of the trials at each rung (default 3)")
+    bu.add_argument("--space", action="append", default=None, metavar="KEY=grid:A,B",
+                    help="the space (default: lr 0.0025/0.005/0.01/0.02 × shift_div 2/4/8)")
+    bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override of the base recipe tin_r18_synthetic (after the "
+                    "bench's own schedule.warmup_epochs=0 train.min_steps=null)")
+    bu.add_argument("--json", default=None, help="also write the result as JSON here")
+    bu.set_defaults(func=cmd_bench)
+
+
+def add_bench_prepare(bsub) -> None:
+    bp = bsub.add_parser("prepare", help="videos/s of `prepare`: local process pool vs Ray "
+                         "tasks, and the K400 / sthv1 conversion on N decode nodes")  # fmt: skip
+    bp.add_argument("--workdir", default="bench/prepare", help="where the inputs are made")
+    bp.add_argument("--videos", type=int, default=32, help="inputs of each kind")
+    bp.add_argument("--cpus", type=int, default=2)
+    bp.add_argument("--per-shard", type=int, default=8, help="videos per shard (per Ray task)")
+    bp.add_argument("--rounds", type=int, default=2)
+    bp.add_argument("--json", default=None)
+    bp.set_defaults(func=cmd_bench)
+
+
+def add_bench_temporal(bsub) -> None:
+    from vidtempo.bench.temporal import RECIPES, SEEDS
+
+    bt = bsub.add_parser("temporal", help="TSN/TSM/TIN/TANet on the synthetic temporal set over "
+                         "several seeds: temporal-order pairs vs appearance-only classes")  # fmt: skip
+    bt.add_argument("--workdir", default="bench/temporal", help="where the data and runs go")
+    bt.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="run.seed values")
+    bt.add_argument("--only", nargs="+", default=None, choices=list(RECIPES), help="a subset")
+    bt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override of every recipe, e.g. --set train.epochs=8")
+    bt.add_argument("--json", default=None, help="also write the result as JSON here")
+    add_verbose_argument(bt)
+    bt.set_defaults(func=cmd_bench)
+
+
+def add_bench_demo(bsub) -> None:
+    from vidtempo.bench.demo import MODELS
+
+    bd = bsub.add_parser("demo", help="where `make demo`'s time goes: decode, augment, steps, "
+                         "validation, checkpoints, Ray's processes; against a bare loop")  # fmt: skip
+    bd.add_argument("--workdir", default="bench/demo", help="where the demo's data and runs go")
+    bd.add_argument("--epochs", type=int, default=3, help="epochs of each demo run (default 3)")
+    bd.add_argument("--only", nargs="+", default=None, choices=list(MODELS), help="a subset")
+    bd.add_argument("--json", default=None, help="also write the result as JSON here")
+    bd.set_defaults(func=cmd_bench)
+
+
+def add_bench_step(bsub) -> None:
+    from vidtempo.bench.step import RECIPES
+
+    bs = bsub.add_parser("step", help="the synthetic recipes' training step at the demo's "
+                         "shapes, one thread: TSM, TIN, TANet vs TSN")  # fmt: skip
+    bs.add_argument("--batch", type=int, default=8, help="clips per step (default 8, the demo's)")
+    bs.add_argument("--rounds", type=int, default=3, help="rounds the models take turns in")
+    bs.add_argument("--repeats", type=int, default=15, help="steps per model and round")
+    bs.add_argument("--only", nargs="+", default=None, choices=list(RECIPES),
+                    help="a subset (TSN is always timed: the ratios are to it)")
+    bs.add_argument("--json", default=None, help="also write the result as JSON here")
+    bs.set_defaults(func=cmd_bench)
+
+
+# ---- the parser, and the one place that reports a user's errors ------------------------------
+
+# Error kinds a command names in its defaults (`errors=`); every command reports these three
+RUN_ERRORS = ("config", "data", "resource", "missing")
+
+
+def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    from vidtempo.storage import StorageError
+
+    types: list[type[BaseException]] = [C.ConfigError, StorageError, ConnectionError]
+    for kind in kinds:
+        if kind == "data":
+            from vidtempo.data.schema import DataError as t
+        elif kind == "resource":
+            from vidtempo.train.run import ResourceError as t
+        elif kind == "checkpoint":
+            from vidtempo.models.checkpoint import CheckpointMismatch as t
+        else:
+            t = {"config": C.ConfigError, "missing": FileNotFoundError, "exists": FileExistsError,
+                 "value": ValueError, "os": OSError, "runtime": RuntimeError}[kind]  # fmt: skip
+        types.append(t)
+    return tuple(types)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidtempo", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (add_zoo, add_doctor, add_config, add_prepare, add_import_checkpoint, add_train,
+                add_evaluate, add_tune, add_demo, add_bench, add_ui, add_runtime_env,
+                add_cluster_secrets):  # fmt: skip
+        add(sub)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command (`args.func`); an error of a kind it names (`args.errors`), or a
+    bad config, storage or an unreachable cluster, is printed in one line and gives exit 2."""
+    try:
+        return args.func(args)
+    except Exception as exc:
+        if not isinstance(exc, _error_types(tuple(getattr(args, "errors", ())))):
+            raise
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vidtempo.storage import StorageError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (C.ConfigError, StorageError, ConnectionError) as exc:  # a Ray head that is not there
-        print(f"vidtempo: error: {exc}", file=sys.stderr)
-        return 2
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -229,10 +229,14 @@ class Config:
         return self.train.gpus * self.train.videos_per_gpu
 
     @property
+    def batch_per_worker(self) -> int:
+        """Videos per step on each worker: run.batch_per_worker, else the zoo's videos per GPU."""
+        return self.run.batch_per_worker or self.train.videos_per_gpu
+
+    @property
     def global_batch(self) -> int:
         """Videos per optimizer step of this run (workers × videos per worker)."""
-        per_worker = self.run.batch_per_worker or self.train.videos_per_gpu
-        return self.run.num_workers * per_worker
+        return self.run.num_workers * self.batch_per_worker
 
     @property
     def effective_lr(self) -> float:

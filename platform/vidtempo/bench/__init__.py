@@ -3,18 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def emit(result: dict, table: str, json_path: str | None) -> int:

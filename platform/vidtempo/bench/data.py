@@ -23,13 +23,14 @@ import pyarrow.parquet as pq
 import torch
 
 from vidtempo import config as C
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
 from vidtempo.data.convert import Options
 from vidtempo.data.decode import decode_jpegs, decode_video
 from vidtempo.data.prepare import prepare_synthetic, prepare_videos
 from vidtempo.data.sampling import sample_indices
 from vidtempo.data.schema import read_manifest, shard_paths
 from vidtempo.data.transform import VideoTransform, row_rng
+from vidtempo.machine import cpu_name
 
 BATCH = 4
 

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from vidtempo import config as C
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
+from vidtempo.machine import cpu_name
 
 MODELS = {"TSN": "tsn_r18_synthetic", "TIN": "tin_r18_synthetic"}
 

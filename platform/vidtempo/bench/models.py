@@ -7,8 +7,9 @@ import torch
 
 from vidtempo import config as C
 from vidtempo import models as M
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
 from vidtempo.bench.timing import compare
+from vidtempo.machine import cpu_name
 
 # (label, zoo config, overrides): TSN and TSM are the baselines TIN is built on
 CANDIDATES = [

@@ -11,8 +11,9 @@ from collections import Counter
 
 import torch
 
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
 from vidtempo.bench.timing import compare, cuda_graph_seconds
+from vidtempo.machine import cpu_name
 from vidtempo.ops import native
 from vidtempo.ops.reference import tin_shift_reference
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
 from vidtempo.data import convert_worker, prepare, synthetic
 from vidtempo.data.convert import Options
+from vidtempo.machine import cpu_name
 from vidtempo.report.plan import KNOWN_SIZES
 
 SHAPES = {"kinetics-like": (250, 256, 256), "sthv1-like": (36, 100, 176)}  # frames, h, w

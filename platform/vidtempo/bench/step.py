@@ -16,7 +16,8 @@ import time
 import torch
 
 from vidtempo import config as C
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
+from vidtempo.machine import cpu_name
 
 RECIPES = {"TSN": "tsn_r18_synthetic", "TSM": "tsm_r18_synthetic",
            "TIN": "tin_r18_synthetic", "TANet": "tanet_r18_synthetic"}  # fmt: skip

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from vidtempo import config as C
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
+from vidtempo.machine import cpu_name
 
 RECIPES = {
     "TSN": "tsn_r18_synthetic",

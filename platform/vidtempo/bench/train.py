@@ -10,9 +10,10 @@ import torch
 
 from vidtempo import config as C
 from vidtempo import models as M
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
 from vidtempo.bench.models import CANDIDATES
 from vidtempo.bench.timing import compare
+from vidtempo.machine import cpu_name
 from vidtempo.train.optim import build_optimizer
 from vidtempo.train.step import masked_cross_entropy, norm_tensors, normalise
 

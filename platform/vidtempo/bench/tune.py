@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from vidtempo import config as C
-from vidtempo.bench import cpu_name, emit
+from vidtempo.bench import emit
 from vidtempo.demo import prepare
+from vidtempo.machine import cpu_name
 from vidtempo.tune import space as S
 from vidtempo.tune.sweep import sweep
 

@@ -228,7 +228,7 @@ def numerics_of(device: torch.device) -> str:
     """What decides a run's floating-point results besides its config and seed: the device
     (CPU model and the instruction set torch's kernels dispatch to, or the GPU), the threads
     of this worker's torch, and the versions of torch and of the video decoder."""
-    from vidtempo.bench import cpu_name
+    from vidtempo.machine import cpu_name
 
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)} cuda {torch.version.cuda}"

@@ -288,7 +288,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     check_resources(cfg)
     check_cluster(cfg, root, uri)
 
-    batch = cfg.run.batch_per_worker or cfg.train.videos_per_gpu
+    batch = cfg.batch_per_worker
     world = cfg.run.num_workers
     train_dir = storage.join(data_dir, "train")
     one_pass = pipeline.plan(train_dir, "train", range(1), cfg.run.seed, world)
@@ -402,7 +402,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     trainer = TorchTrainer(
         eval_loop_per_worker,
         train_loop_config={"config": cfg_dict, "checkpoint": str(checkpoint), "split": split,
-                           "batch": cfg.run.batch_per_worker or cfg.train.videos_per_gpu,
+                           "batch": cfg.batch_per_worker,
                            "verbose": verbosity.verbose()},
         scaling_config=scaling(cfg),
         run_config=ray.train.RunConfig(name=name, storage_path=root,
