@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +39,62 @@ from vidtempo.train.step import masked_cross_entropy, norm_tensors, normalise
 PROGRESS_EVERY_S = 30.0
 
 
+@dataclass
+class Worker:
+    """What one worker's run holds between its steps (`train_loop_per_worker`'s state)."""
+
+    job: dict
+    cfg: Config
+    config_yaml: str  # the resolved config, as every checkpoint and best-K file records it
+    rank: int
+    world: int
+    device: torch.device
+    model: nn.Module
+    ddp: nn.Module  # the model as DDP wraps it (the model itself on one worker)
+    optimizer: torch.optim.Optimizer
+    trainable: list
+    probe: TemporalProbe
+    best: ckpt.BestK
+    mean: torch.Tensor
+    std: torch.Tensor
+    start_epoch: int = 0
+    it: int = 0  # optimizer steps taken, over the whole run: the lr schedule's clock
+    last: dict = field(default_factory=dict)  # the last epoch's metrics
+    skipped: list = field(default_factory=list)  # this epoch's undecodable clips, with why
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def progress(self) -> bool:
+        """One line per epoch, from rank 0."""
+        return self.rank == 0 and self.job.get("progress", True)
+
+
 def train_loop_per_worker(job: dict) -> None:
+    w = setup(job)
+    stream = epoch_batches(ray.train.get_dataset_shard(f"train_{w.rank}"),
+                           job["batch_per_worker"], job["steps_per_epoch"], w.start_epoch)  # fmt: skip
+    for epoch in range(w.start_epoch, w.cfg.train.epochs):
+        m = train_one_epoch(w, stream, epoch)
+        end_of_epoch(w, epoch, m)
+    test(w)
+
+
+def setup(job: dict) -> Worker:
+    """The worker's model and optimizer, from the recipe's init or from the last checkpoint,
+    wrapped for DDP; the run's tags of where each rank runs and what its numerics depend on."""
     verbosity.quiet_worker(job.get("verbose", False))
     cfg = config.from_dict(job["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    cuda = device.type == "cuda"
-    if not cuda:
+    if device.type != "cuda":
         torch.set_flush_denormal(True)  # denormal floats make CPU kernels many times slower
     seed_everything(cfg.run.seed * 1000 + rank)
-    epochs, steps, batch = cfg.train.epochs, job["steps_per_epoch"], job["batch_per_worker"]
-    lr0 = cfg.effective_lr
 
-    # ---- model and optimizer: from the recipe's init, or from the last checkpoint ----------
     model = models.build(cfg, imagenet=job.get("imagenet"))
     restored = ray.train.get_checkpoint()
     if restored is None and cfg.model.load_from:
@@ -60,9 +103,9 @@ def train_loop_per_worker(job: dict) -> None:
             say(f"[{job['name']}] load_from {cfg.model.load_from}: {report}")
     freeze_partial_bn(model, cfg.model)
     model.to(device)
-    if cuda:
+    if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.optim, lr0)
+    optimizer = build_optimizer(model, cfg.optim, cfg.effective_lr)
     start_epoch, it, last = 0, 0, {}
     if restored is not None:
         with restored.as_directory() as d:
@@ -81,114 +124,130 @@ def train_loop_per_worker(job: dict) -> None:
         tracking.set_tags(job["mlflow_uri"], job["mlflow_run_id"],
                           {"vidtempo.worker_nodes": json.dumps(nodes),
                            "vidtempo.numerics": json.dumps(sorted(set(numerics)))})  # fmt: skip
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    progress = rank == 0 and job.get("progress", True)  # one line per epoch, from rank 0
-    probe = TemporalProbe(model)  # TIN offsets/gates, TAM kernel asymmetry (no hooks otherwise)
-    best = ckpt.BestK(job["run_dir"], cfg.run.keep_best, cfg.eval.metric, cfg.eval.mode)
     mean, std = norm_tensors(cfg, device)
+    return Worker(job=job, cfg=cfg, config_yaml=config.dump_yaml(cfg), rank=rank, world=world,
+                  device=device, model=model, ddp=ddp, optimizer=optimizer,
+                  trainable=[p for p in model.parameters() if p.requires_grad],
+                  probe=TemporalProbe(model),  # TIN offsets/gates, TAM asymmetry (else no hooks)
+                  best=ckpt.BestK(job["run_dir"], cfg.run.keep_best, cfg.eval.metric,
+                                  cfg.eval.mode),
+                  mean=mean, std=std, start_epoch=start_epoch, it=it, last=last)  # fmt: skip
 
-    # ---- epochs ------------------------------------------------------------------------------
-    stream = epoch_batches(ray.train.get_dataset_shard(f"train_{rank}"), batch, steps, start_epoch)
-    started = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        set_train_mode(model, cfg.model)
-        t_epoch, waited, seen, bad = time.perf_counter(), 0.0, 0, 0
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
-        reasons: list[str] = []
-        last_print = t_epoch
-        probe.start()
-        for step in range(steps):
-            t = time.perf_counter()
-            b = next(stream)
-            waited += time.perf_counter() - t
-            x = normalise(b["inputs"], mean, std, device, channels_last=cuda)
-            y = torch.as_tensor(b["label"], device=device)
-            ok = torch.as_tensor(b["ok"], device=device)
-            lr = lr_at(cfg.schedule, lr0, epochs, steps, it)
-            set_lr(optimizer, lr)
-            with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
-                scores, aux = ddp(x, y)
-            loss = masked_cross_entropy(scores.float(), y, ok) + aux.float() * ok.any()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip:
-                nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-            optimizer.step()
-            it += 1
-            loss_sum, seen = loss_sum + loss.detach() * len(y), seen + len(y)
-            if not b["ok"].all():
-                bad += int((~b["ok"]).sum())
-                reasons += [f"{v}: {e}" for v, e in zip(b["video_id"][~b["ok"]], b["error"][~b["ok"]])]
-            if progress and time.perf_counter() - last_print > PROGRESS_EVERY_S:
-                last_print = time.perf_counter()
-                rate = world * seen / (last_print - t_epoch)
-                left = (steps - step - 1) * world * batch / rate
-                say(f"[{job['name']}] epoch {epoch + 1}/{epochs} step {step + 1}/{steps}  "
-                    f"loss {loss_sum.item() / seen:.3f}  {rate:.1f} clips/s  "
-                    f"epoch ETA {fmt_time(left)}")
-        train_s = time.perf_counter() - t_epoch
-        loss_sum, seen, bad, waited = all_reduce_sum([loss_sum.item(), seen, bad, waited])
-        m = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr, "clips_per_s": seen / train_s,
-             "data_wait_frac": waited / world / train_s, "bad_clips": bad,
-             **probe.stop()}  # fmt: skip
-        if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
-            t = time.perf_counter()
-            m.update(evaluate(model, ray.train.get_dataset_shard(f"val_{rank}"), cfg, "val",
-                              batch, device, cuda))  # fmt: skip
-            m["val_s"] = time.perf_counter() - t
-        m["epoch_s"] = time.perf_counter() - t_epoch
 
-        # ---- rank 0: MLflow, best-K, progress; then every worker's part of the checkpoint --
-        state = None
-        if rank == 0:
-            tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], m, step=epoch + 1)
-            value = m.get(cfg.eval.metric, float("nan"))
-            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            best.offer(epoch + 1, value, weights, {"config": config.dump_yaml(cfg)})
-            state = {"model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch,
-                     "iteration": it, "mlflow_run_id": job["mlflow_run_id"],
-                     "config": config.dump_yaml(cfg), "metrics": m}  # fmt: skip
-            elapsed = time.perf_counter() - started
-            eta = elapsed / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
-            if progress:
-                say(progress_line(job["name"], m, epochs, eta))
-            if reasons:
-                say(f"[{job['name']}] skipped {bad} clips this epoch that could not be decoded, "
-                    f"e.g. {reasons[0]}")
-            if m["data_wait_frac"] > 0.3 and epoch > start_epoch:  # the first: stream start-up
-                say(f"[{job['name']}] WARNING: training is data-bound: "
-                    f"{m['data_wait_frac']:.0%} of step time waiting for data; give Ray Data "
-                    "more CPUs (run.data_cpus_per_worker) or store smaller frames")
-        last = m
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt.save_state(tmp, rank, state)
-            ray.train.report(m, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_dir_name=f"epoch_{epoch + 1:04d}")  # fmt: skip
-        if rank == 0:
-            ckpt.write_progress(job["run_dir"], epochs_done=epoch + 1,
-                                mlflow_run_id=job["mlflow_run_id"])  # fmt: skip
+def train_one_epoch(w: Worker, stream: Iterator[dict], epoch: int) -> dict:
+    """One epoch's steps; its metrics summed over the workers (loss, clips/s, data wait,
+    skipped clips) and the temporal modules' diagnostics."""
+    cfg, job, device = w.cfg, w.job, w.device
+    steps, batch, lr0 = job["steps_per_epoch"], job["batch_per_worker"], cfg.effective_lr
+    set_train_mode(w.model, cfg.model)
+    t_epoch, waited, seen, bad = time.perf_counter(), 0.0, 0, 0
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+    reasons: list[str] = []
+    last_print = t_epoch
+    w.probe.start()
+    for step in range(steps):
+        t = time.perf_counter()
+        b = next(stream)
+        waited += time.perf_counter() - t
+        x = normalise(b["inputs"], w.mean, w.std, device, channels_last=w.cuda)
+        y = torch.as_tensor(b["label"], device=device)
+        ok = torch.as_tensor(b["ok"], device=device)
+        lr = lr_at(cfg.schedule, lr0, cfg.train.epochs, steps, w.it)
+        set_lr(w.optimizer, lr)
+        with torch.autocast(device.type, torch.bfloat16, enabled=w.cuda):
+            scores, aux = w.ddp(x, y)
+        loss = masked_cross_entropy(scores.float(), y, ok) + aux.float() * ok.any()
+        w.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(w.trainable, cfg.optim.grad_clip)
+        w.optimizer.step()
+        w.it += 1
+        loss_sum, seen = loss_sum + loss.detach() * len(y), seen + len(y)
+        if not b["ok"].all():
+            bad += int((~b["ok"]).sum())
+            reasons += [f"{v}: {e}" for v, e in zip(b["video_id"][~b["ok"]], b["error"][~b["ok"]])]
+        if w.progress and time.perf_counter() - last_print > PROGRESS_EVERY_S:
+            last_print = time.perf_counter()
+            rate = w.world * seen / (last_print - t_epoch)
+            left = (steps - step - 1) * w.world * batch / rate
+            say(f"[{job['name']}] epoch {epoch + 1}/{cfg.train.epochs} step {step + 1}/{steps}  "
+                f"loss {loss_sum.item() / seen:.3f}  {rate:.1f} clips/s  "
+                f"epoch ETA {fmt_time(left)}")
+    train_s = time.perf_counter() - t_epoch
+    loss_sum, seen, bad, waited = all_reduce_sum([loss_sum.item(), seen, bad, waited])
+    w.skipped = reasons
+    return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr, "clips_per_s": seen / train_s,
+            "data_wait_frac": waited / w.world / train_s, "bad_clips": bad,
+            "t_epoch": t_epoch, **w.probe.stop()}  # fmt: skip
 
-    # ---- the config's test protocol, once training is done -----------------------------------
-    probe.start(collect=True)  # every test view's TIN offsets, for the histograms
-    test = evaluate(model, ray.train.get_dataset_shard(f"test_{rank}"), cfg, "test", batch,
-                    device, cuda, per_class=True)  # fmt: skip
-    probe.stop()
-    per_class = test.pop("per_class")
-    if rank == 0:
-        tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], test, step=epochs)
+
+def end_of_epoch(w: Worker, epoch: int, m: dict) -> None:
+    """Validate when it is due; rank 0 logs the metrics, offers the weights to the best-K and
+    prints progress; then every worker reports its part of the checkpoint."""
+    cfg, job, epochs = w.cfg, w.job, w.cfg.train.epochs
+    t_epoch = m.pop("t_epoch")
+    if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
+        t = time.perf_counter()
+        m.update(evaluate(w.model, ray.train.get_dataset_shard(f"val_{w.rank}"), cfg, "val",
+                          job["batch_per_worker"], w.device, w.cuda))  # fmt: skip
+        m["val_s"] = time.perf_counter() - t
+    m["epoch_s"] = time.perf_counter() - t_epoch
+    state = None
+    if w.rank == 0:
+        tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], m, step=epoch + 1)
+        value = m.get(cfg.eval.metric, float("nan"))
+        weights = {k: v.detach().cpu() for k, v in w.model.state_dict().items()}
+        w.best.offer(epoch + 1, value, weights, {"config": w.config_yaml})
+        state = {"model": weights, "optimizer": w.optimizer.state_dict(), "epoch": epoch,
+                 "iteration": w.it, "mlflow_run_id": job["mlflow_run_id"],
+                 "config": w.config_yaml, "metrics": m}  # fmt: skip
+        elapsed = time.perf_counter() - w.started
+        eta = elapsed / (epoch + 1 - w.start_epoch) * (epochs - epoch - 1)
+        if w.progress:
+            say(progress_line(job["name"], m, epochs, eta))
+        if w.skipped:
+            say(f"[{job['name']}] skipped {m['bad_clips']} clips this epoch that could not be "
+                f"decoded, e.g. {w.skipped[0]}")
+        if m["data_wait_frac"] > 0.3 and epoch > w.start_epoch:  # the first: stream start-up
+            say(f"[{job['name']}] WARNING: training is data-bound: "
+                f"{m['data_wait_frac']:.0%} of step time waiting for data; give Ray Data "
+                "more CPUs (run.data_cpus_per_worker) or store smaller frames")
+    w.last = m
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt.save_state(tmp, w.rank, state)
+        ray.train.report(m, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"epoch_{epoch + 1:04d}")  # fmt: skip
+    if w.rank == 0:
+        ckpt.write_progress(job["run_dir"], epochs_done=epoch + 1,
+                            mlflow_run_id=job["mlflow_run_id"])  # fmt: skip
+
+
+def test(w: Worker) -> None:
+    """The config's test protocol, once training is done: every view scored, the per-class
+    accuracies and TIN's offset histograms logged, the final report."""
+    job = w.job
+    w.probe.start(collect=True)  # every test view's TIN offsets, for the histograms
+    result = evaluate(w.model, ray.train.get_dataset_shard(f"test_{w.rank}"), w.cfg, "test",
+                      job["batch_per_worker"], w.device, w.cuda, per_class=True)  # fmt: skip
+    w.probe.stop()
+    per_class = result.pop("per_class")
+    if w.rank == 0:
+        tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], result,
+                             step=w.cfg.train.epochs)  # fmt: skip
         tracking.log_dict(job["mlflow_uri"], job["mlflow_run_id"], per_class,
                           "test_per_class_top1.json")  # fmt: skip
-        offsets = probe.collected_offsets()
+        offsets = w.probe.collected_offsets()
         if offsets:
             title = f"{job['name']}: TIN offsets per block on rank 0's test views (dashed: 0.5)"
             tracking.log_figure(job["mlflow_uri"], job["mlflow_run_id"],
                                 offset_histograms(offsets, title), "tin_offsets.png")  # fmt: skip
-        if progress:
+        if w.progress:
             say(f"[{job['name']}] test: "
-                + "  ".join(f"{k} {v:.2f}" for k, v in test.items() if "/top" in k))
-    probe.close()
+                + "  ".join(f"{k} {v:.2f}" for k, v in result.items() if "/top" in k))
+    w.probe.close()
     # the last epoch's metrics ride along: a Tune scheduler expects its metric in every report
-    ray.train.report({**last, **test})
+    ray.train.report({**w.last, **result})
 
 
 def eval_loop_per_worker(job: dict) -> None:

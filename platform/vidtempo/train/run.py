@@ -268,6 +268,43 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     sweep's trials, whose events the sweep prints), unless verbose."""
     data_dir = storage.normalize(data_dir)
     check_data(cfg, data_dir)
+    imagenet = imagenet_weights(cfg, imagenet)
+    name = name or cfg.name
+    root = storage_root(cfg)
+    run_dir = storage.join(root, name)
+    uri = tracking.resolve_uri(cfg)
+    ensure_ray()
+    check_resources(cfg)
+    check_cluster(cfg, root, uri)
+    plan = epoch_plan(cfg, data_dir)
+    run_id = open_run(cfg, name, root, uri, plan, quiet,
+                      {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})},
+                      parent_run_id)  # fmt: skip
+    job = {"config": config.to_dict(cfg), "name": name, "run_dir": run_dir,
+           "mlflow_uri": uri, "mlflow_run_id": run_id, "steps_per_epoch": plan["steps"],
+           "batch_per_worker": cfg.batch_per_worker, "imagenet": str(imagenet) if imagenet else None,
+           "verbose": verbosity.verbose(), "progress": verbosity.verbose() or not quiet}  # fmt: skip
+    datasets = {
+        f"{split}_{r}": functools.partial(make_dataset, data_dir, job["config"], split, r,
+                                          cfg.run.num_workers, run_dir, repeats=plan["repeats"])  # fmt: skip
+        for split in ("train", "val", "test")
+        for r in range(cfg.run.num_workers)
+    }
+    trainer = make_trainer(cfg, train_fn, job, datasets, name, root, callbacks=callbacks,
+                           checkpoints=True)  # fmt: skip
+    try:
+        trainer.fit()
+    except BaseException:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+    return {"name": name, "run_dir": run_dir, "mlflow_uri": uri, "mlflow_run_id": run_id,
+            "metrics": tracking.get_run(uri, run_id)["metrics"]}  # fmt: skip
+
+
+def imagenet_weights(cfg: Config, imagenet: str | Path | None) -> str | Path | None:
+    """The ImageNet state dict a run starts from: the argument, else VIDTEMPO_IMAGENET, when
+    the recipe asks for one (model.pretrained=imagenet); None when it trains from scratch."""
     if cfg.model.pretrained == "imagenet" and imagenet is None:
         imagenet = os.environ.get("VIDTEMPO_IMAGENET")
         if not imagenet:
@@ -278,18 +315,13 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
             )
     if imagenet is not None and not Path(imagenet).exists():
         raise ConfigError(f"ImageNet weights {imagenet} do not exist")
-    if cfg.model.pretrained == "none":
-        imagenet = None
-    name = name or cfg.name
-    root = storage_root(cfg)
-    run_dir = storage.join(root, name)
-    uri = tracking.resolve_uri(cfg)
-    ensure_ray()
-    check_resources(cfg)
-    check_cluster(cfg, root, uri)
+    return None if cfg.model.pretrained == "none" else imagenet
 
-    batch = cfg.batch_per_worker
-    world = cfg.run.num_workers
+
+def epoch_plan(cfg: Config, data_dir: str) -> dict:
+    """How the training set is passed over: `one_pass` (one epoch's units per worker),
+    `repeats` (passes per epoch, for train.min_steps) and `steps` per epoch."""
+    batch, world = cfg.batch_per_worker, cfg.run.num_workers
     train_dir = storage.join(data_dir, "train")
     one_pass = pipeline.plan(train_dir, "train", range(1), cfg.run.seed, world)
     repeats = pipeline.repeats_for(one_pass, batch, cfg.train.epochs, cfg.train.min_steps)
@@ -301,8 +333,14 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
             f"{train_dir} is too small for {world} workers × {batch} videos per step: "
             "use fewer workers or a smaller run.batch_per_worker"
         )
+    return {"one_pass": one_pass, "repeats": repeats, "steps": steps}
 
-    # ---- the MLflow run: new, or the one this run name already has ---------------------------
+
+def open_run(cfg: Config, name: str, root: str, uri: str, plan: dict, quiet: bool,
+             tags: dict[str, str], parent_run_id: str | None) -> str:  # fmt: skip
+    """The MLflow run of run `name` under `root`: the one it already has (resuming, with the
+    same config), or a new one, with the run's config.yaml and progress file written."""
+    run_dir = storage.join(root, name)
     progress = ckpt.read_progress(run_dir)
     saved = storage.read_bytes(storage.join(run_dir, "config.yaml"))
     if progress.get("mlflow_run_id") and saved is not None:
@@ -319,55 +357,42 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
         if not quiet:
             print(f"[{name}] resuming: {progress['epochs_done']}/{cfg.train.epochs} epochs done "
                   f"(MLflow run {run_id})", flush=True)  # fmt: skip
-    else:
-        run_tags = {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})}
-        run_id = tracking.start_run(cfg, name, uri, run_tags, parent_run_id)
-        tracking.log_metrics(uri, run_id, {"steps_per_epoch": steps, "epoch_passes": repeats,
-                                           "clip_bytes": clip_bytes(cfg.data.train)}, step=0)  # fmt: skip
-        if repeats > 1 and not quiet:
-            print(f"[{name}] {sum(u['rows'] for r in one_pass for u in r)} training videos: "
-                  f"each epoch passes over them {repeats} times, {steps} steps, so that "
-                  f"{cfg.train.epochs} epochs make train.min_steps={cfg.train.min_steps} or more",
-                  flush=True)  # fmt: skip
-        storage.write_bytes(storage.join(run_dir, "config.yaml"), config.dump_yaml(cfg).encode())
-        ckpt.write_progress(run_dir, epochs_done=0, mlflow_run_id=run_id)
+        return run_id
+    steps, repeats = plan["steps"], plan["repeats"]
+    run_id = tracking.start_run(cfg, name, uri, tags, parent_run_id)
+    tracking.log_metrics(uri, run_id, {"steps_per_epoch": steps, "epoch_passes": repeats,
+                                       "clip_bytes": clip_bytes(cfg.data.train)}, step=0)  # fmt: skip
+    if repeats > 1 and not quiet:
+        print(f"[{name}] {sum(u['rows'] for r in plan['one_pass'] for u in r)} training videos: "
+              f"each epoch passes over them {repeats} times, {steps} steps, so that "
+              f"{cfg.train.epochs} epochs make train.min_steps={cfg.train.min_steps} or more",
+              flush=True)  # fmt: skip
+    storage.write_bytes(storage.join(run_dir, "config.yaml"), config.dump_yaml(cfg).encode())
+    ckpt.write_progress(run_dir, epochs_done=0, mlflow_run_id=run_id)
+    return run_id
 
-    job = {"config": config.to_dict(cfg), "name": name, "run_dir": run_dir,
-           "mlflow_uri": uri, "mlflow_run_id": run_id, "steps_per_epoch": steps,
-           "batch_per_worker": batch, "imagenet": str(imagenet) if imagenet else None,
-           "verbose": verbosity.verbose(), "progress": verbosity.verbose() or not quiet}  # fmt: skip
-    cfg_dict = config.to_dict(cfg)
+
+def make_trainer(cfg: Config, loop, loop_config: dict, datasets: dict, name: str, root: str,
+                 callbacks: list | None = None, checkpoints: bool = False) -> TorchTrainer:  # fmt: skip
+    """The one TorchTrainer of `fit` and `evaluate`: the run's workers, its storage, its
+    datasets with vidtempo's own data options; with `checkpoints`, run.keep_last of them and
+    run.max_failures restarts from the last."""
     pipeline.quiet()  # the driver's DataContext goes to the workers
-    datasets = {
-        f"{split}_{r}": functools.partial(make_dataset, data_dir, cfg_dict, split, r, world,
-                                          run_dir, repeats=repeats)  # fmt: skip
-        for split in ("train", "val", "test")
-        for r in range(world)
-    }
-    trainer = TorchTrainer(
-        train_fn,
-        train_loop_config=job,
+    kept = {}
+    if checkpoints:
+        kept = {"checkpoint_config": ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_last),
+                "failure_config": ray.train.FailureConfig(max_failures=cfg.run.max_failures)}  # fmt: skip
+    return TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
         scaling_config=scaling(cfg),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=root,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_last),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            worker_runtime_env=worker_runtime_env(cfg),
-            callbacks=callbacks or [],
-            logging_config=verbosity.train_logging_config(),
-        ),
+        run_config=ray.train.RunConfig(name=name, storage_path=root,
+                                       worker_runtime_env=worker_runtime_env(cfg),
+                                       callbacks=callbacks or [],
+                                       logging_config=verbosity.train_logging_config(), **kept),  # fmt: skip
         datasets=datasets,
         dataset_config=OwnDataOptions(),
     )
-    try:
-        trainer.fit()
-    except BaseException:
-        tracking.end_run(uri, run_id, "FAILED")
-        raise
-    tracking.end_run(uri, run_id, "FINISHED")
-    return {"name": name, "run_dir": run_dir, "mlflow_uri": uri, "mlflow_run_id": run_id,
-            "metrics": tracking.get_run(uri, run_id)["metrics"]}  # fmt: skip
 
 
 def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
@@ -393,25 +418,14 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     split = "test" if protocol == "test" else "val"
     root = storage.join(storage_root(cfg), "_evaluate")
     name = f"{cfg.name}-{uuid.uuid4().hex[:8]}"
-    pipeline.quiet()
     cfg_dict = config.to_dict(cfg)
     datasets = {
         f"{split}_{r}": functools.partial(make_split_dataset, d, cfg_dict, split, r, world)
         for r in range(world)
     }
-    trainer = TorchTrainer(
-        eval_loop_per_worker,
-        train_loop_config={"config": cfg_dict, "checkpoint": str(checkpoint), "split": split,
-                           "batch": cfg.batch_per_worker,
-                           "verbose": verbosity.verbose()},
-        scaling_config=scaling(cfg),
-        run_config=ray.train.RunConfig(name=name, storage_path=root,
-                                       worker_runtime_env=worker_runtime_env(cfg),
-                                       logging_config=verbosity.train_logging_config()),
-        datasets=datasets,
-        dataset_config=OwnDataOptions(),
-    )
-    result = trainer.fit()
+    job = {"config": cfg_dict, "checkpoint": str(checkpoint), "split": split,
+           "batch": cfg.batch_per_worker, "verbose": verbosity.verbose()}  # fmt: skip
+    result = make_trainer(cfg, eval_loop_per_worker, job, datasets, name, root).fit()
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     with contextlib.suppress(Exception):
         storage.delete_tree(storage.join(root, name))
