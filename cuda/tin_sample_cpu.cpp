@@ -60,6 +60,27 @@ inline int64_t floor_shift(double off, int64_t T) {
   return k < -(T + 1) ? -(T + 1) : (k > T + 1 ? T + 1 : static_cast<int64_t>(k));
 }
 
+// What frame t of sample n, group g reads: rows u0 = t - k and u1 = t - k - 1 (when inside
+// the clip) with the factors a = w (1 - l) and b = w l
+template <typename scalar_t>
+struct Taps {
+  int64_t u0, u1;
+  bool in0, in1;
+  double w, l;
+  scalar_t a, b;
+};
+
+template <typename scalar_t>
+inline Taps<scalar_t> taps(const scalar_t* offset, const scalar_t* weight, int64_t n, int64_t g,
+                           int64_t t, const Shape& s) {
+  const double off = offset[n * s.G + g];
+  const int64_t k = floor_shift(off, s.T);
+  const double l = off - std::floor(off), w = weight[(n * s.T + t) * s.G + g];
+  const int64_t u0 = t - k, u1 = t - k - 1;
+  return {u0, u1, u0 >= 0 && u0 < s.T, u1 >= 0 && u1 < s.T, w, l,
+          static_cast<scalar_t>(w * (1 - l)), static_cast<scalar_t>(w * l)};
+}
+
 template <typename scalar_t>
 void sample_forward(const scalar_t* in, const scalar_t* offset, const scalar_t* weight,
                     scalar_t* out, const Shape& s) {
@@ -67,20 +88,14 @@ void sample_forward(const scalar_t* in, const scalar_t* offset, const scalar_t* 
   at::parallel_for(0, s.N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       for (int64_t g = 0; g < s.G; ++g) {
-        const double off = offset[n * s.G + g];
-        const int64_t k = floor_shift(off, s.T);
-        const double l = off - std::floor(off);
         for (int64_t t = 0; t < s.T; ++t) {
-          const double w = weight[(n * s.T + t) * s.G + g];
-          const scalar_t a = static_cast<scalar_t>(w * (1 - l)), b = static_cast<scalar_t>(w * l);
-          const int64_t u0 = t - k, u1 = t - k - 1;
-          const bool in0 = u0 >= 0 && u0 < s.T, in1 = u1 >= 0 && u1 < s.T;
+          const Taps<scalar_t> r = taps(offset, weight, n, g, t, s);
           for (int64_t c = g * gs; c < (g + 1) * gs; ++c) {
             scalar_t* dst = out + ((n * s.T + t) * s.C + c) * s.HW;
-            const scalar_t* x0 = in0 ? in + ((n * s.T + u0) * s.C + c) * s.HW : nullptr;
-            const scalar_t* x1 = in1 ? in + ((n * s.T + u1) * s.C + c) * s.HW : nullptr;
+            const scalar_t* x0 = r.in0 ? in + ((n * s.T + r.u0) * s.C + c) * s.HW : nullptr;
+            const scalar_t* x1 = r.in1 ? in + ((n * s.T + r.u1) * s.C + c) * s.HW : nullptr;
             for (int64_t p = 0; p < s.HW; ++p) {
-              dst[p] = (x0 ? a * x0[p] : scalar_t(0)) + (x1 ? b * x1[p] : scalar_t(0));
+              dst[p] = (x0 ? r.a * x0[p] : scalar_t(0)) + (x1 ? r.b * x1[p] : scalar_t(0));
             }
           }
         }
@@ -97,35 +112,29 @@ void sample_backward(const scalar_t* grad, const scalar_t* in, const scalar_t* o
   at::parallel_for(0, s.N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       for (int64_t g = 0; g < s.G; ++g) {
-        const double off = offset[n * s.G + g];
-        const int64_t k = floor_shift(off, s.T);
-        const double l = off - std::floor(off);
         double d_off = 0;
         for (int64_t t = 0; t < s.T; ++t) {
-          const double w = weight[(n * s.T + t) * s.G + g];
-          const scalar_t a = static_cast<scalar_t>(w * (1 - l)), b = static_cast<scalar_t>(w * l);
-          const int64_t u0 = t - k, u1 = t - k - 1;
-          const bool in0 = u0 >= 0 && u0 < s.T, in1 = u1 >= 0 && u1 < s.T;
+          const Taps<scalar_t> r = taps(offset, weight, n, g, t, s);
           double sum0 = 0, sum1 = 0;  // sum of d out * in[t-k] and of d out * in[t-k-1]
           for (int64_t c = g * gs; c < (g + 1) * gs; ++c) {
             const scalar_t* go = grad + ((n * s.T + t) * s.C + c) * s.HW;
-            if (in0) {
-              const int64_t row = ((n * s.T + u0) * s.C + c) * s.HW;
+            if (r.in0) {
+              const int64_t row = ((n * s.T + r.u0) * s.C + c) * s.HW;
               for (int64_t p = 0; p < s.HW; ++p) {
-                grad_in[row + p] += a * go[p];
+                grad_in[row + p] += r.a * go[p];
                 sum0 += static_cast<double>(go[p]) * in[row + p];
               }
             }
-            if (in1) {
-              const int64_t row = ((n * s.T + u1) * s.C + c) * s.HW;
+            if (r.in1) {
+              const int64_t row = ((n * s.T + r.u1) * s.C + c) * s.HW;
               for (int64_t p = 0; p < s.HW; ++p) {
-                grad_in[row + p] += b * go[p];
+                grad_in[row + p] += r.b * go[p];
                 sum1 += static_cast<double>(go[p]) * in[row + p];
               }
             }
           }
-          grad_weight[(n * s.T + t) * s.G + g] = static_cast<scalar_t>((1 - l) * sum0 + l * sum1);
-          d_off += w * (sum1 - sum0);
+          grad_weight[(n * s.T + t) * s.G + g] = static_cast<scalar_t>((1 - r.l) * sum0 + r.l * sum1);
+          d_off += r.w * (sum1 - sum0);
         }
         grad_offset[n * s.G + g] = static_cast<scalar_t>(d_off);
       }
