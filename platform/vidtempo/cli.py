@@ -719,7 +719,8 @@ def add_bench_step(bsub) -> None:
 
 # ---- the parser, and the one place that reports a user's errors ------------------------------
 
-# Error kinds a command names in its defaults (`errors=`); every command reports these three
+# The error kinds of train, evaluate and tune (`errors=` in a command's defaults); every command
+# also reports a bad config, storage and an unreachable cluster (`_error_types`)
 RUN_ERRORS = ("config", "data", "resource", "missing")
 
 
