@@ -54,7 +54,7 @@ def add_zoo(sub) -> None:
     zp.add_argument("--log", action="store_true", help="also log the plan as an MLflow run")
     zp.add_argument("--mlflow-uri", default=None, help="tracking URI for --log")
     zp.add_argument("--json", default=None, help="also write the plan as JSON here")
-    zp.set_defaults(func=cmd_zoo_plan, errors=("config", "data"))
+    zp.set_defaults(func=cmd_zoo_plan, errors=("data",))
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
@@ -721,7 +721,7 @@ def add_bench_step(bsub) -> None:
 
 # The error kinds of train, evaluate and tune (`errors=` in a command's defaults); every command
 # also reports a bad config, storage and an unreachable cluster (`_error_types`)
-RUN_ERRORS = ("config", "data", "resource", "missing")
+RUN_ERRORS = ("data", "resource", "missing")
 
 
 def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
@@ -736,7 +736,7 @@ def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
         elif kind == "checkpoint":
             from vidtempo.models.checkpoint import CheckpointMismatch as t
         else:
-            t = {"config": C.ConfigError, "missing": FileNotFoundError, "exists": FileExistsError,
+            t = {"missing": FileNotFoundError, "exists": FileExistsError,
                  "value": ValueError, "os": OSError, "runtime": RuntimeError}[kind]  # fmt: skip
         types.append(t)
     return tuple(types)

@@ -86,7 +86,7 @@ def _input_parts(cfg, rows: list[dict], storage: str) -> tuple[float, float, np.
     return decode_s / len(rows), augment_s / len(rows), np.stack(clips)
 
 
-def _train_step(model, wrapped, opt, x: torch.Tensor, y: torch.Tensor, cfg) -> None:
+def train_step(model, wrapped, opt, x: torch.Tensor, y: torch.Tensor, cfg) -> None:
     """One step as the training loop takes it: forward (through DDP when `wrapped` is), loss,
     backward, the recipe's gradient clipping, SGD."""
     from vidtempo.train.step import masked_cross_entropy
@@ -115,7 +115,7 @@ def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
     x = normalise(clips[:batch], mean, std, torch.device("cpu"))
     y = torch.arange(batch) % cfg.model.num_classes
 
-    step_s = _median_s(lambda: _train_step(model, model, opt, x, y, cfg), repeats=15, warmup=3)
+    step_s = _median_s(lambda: train_step(model, model, opt, x, y, cfg), repeats=15, warmup=3)
     model.eval()
     with torch.no_grad():
         forward_s = _median_s(lambda: model(x), repeats=10) / batch
@@ -164,7 +164,7 @@ def _bare_worker(rank: int, world: int, port: int, name: str, clips_path: str, s
             t = time.perf_counter()
         j = (i * world + rank) % n
         x = normalise(clips[j * batch:(j + 1) * batch], mean, std, torch.device("cpu"))
-        _train_step(model, ddp, opt, x, torch.arange(batch) % cfg.model.num_classes, cfg)
+        train_step(model, ddp, opt, x, torch.arange(batch) % cfg.model.num_classes, cfg)
     dist.barrier()
     Path(clips_path).with_name(f"seconds{rank}").write_text(str(time.perf_counter() - t))
     dist.destroy_process_group()

@@ -1,7 +1,7 @@
 """`vidtempo bench step`: one training step of the synthetic recipes' models at the demo's
 shapes, in this process on one thread, as ratios to TSN's step measured in the same run.
 
-The step is the training loop's (bench.demo's `_train_step`: forward, loss, backward, the
+The step is the training loop's (bench.demo's `train_step`: forward, loss, backward, the
 recipe's gradient clipping, its SGD), on random clips of the demo's batch (8 clips × 8 frames ×
 32², one worker's share). The models take turns: `--rounds` rounds of `--repeats` steps each,
 after `--warmup` steps; a model's time is the best of its rounds' medians, so that a burst of
@@ -26,7 +26,7 @@ SIZE = 32  # the recipes' crop
 
 def _step_fn(name: str, batch: int):
     from vidtempo import models
-    from vidtempo.bench.demo import _train_step
+    from vidtempo.bench.demo import train_step
     from vidtempo.train.optim import build_optimizer
 
     cfg = C.load(name)
@@ -35,7 +35,7 @@ def _step_fn(name: str, batch: int):
     opt = build_optimizer(model, cfg.optim, cfg.effective_lr)
     x = torch.randn(batch, cfg.model.num_segments, 3, SIZE, SIZE)
     y = torch.arange(batch) % cfg.model.num_classes
-    return lambda: _train_step(model, model, opt, x, y, cfg)
+    return lambda: train_step(model, model, opt, x, y, cfg)
 
 
 def run(batch: int = 8, rounds: int = 3, repeats: int = 15, warmup: int = 3,

@@ -60,6 +60,7 @@ class Worker:
     start_epoch: int = 0
     it: int = 0  # optimizer steps taken, over the whole run: the lr schedule's clock
     last: dict = field(default_factory=dict)  # the last epoch's metrics
+    epoch_started: float = 0.0  # this epoch's start (perf_counter), for epoch_s
     skipped: list = field(default_factory=list)  # this epoch's undecodable clips, with why
     started: float = field(default_factory=time.perf_counter)
 
@@ -140,7 +141,8 @@ def train_one_epoch(w: Worker, stream: Iterator[dict], epoch: int) -> dict:
     cfg, job, device = w.cfg, w.job, w.device
     steps, batch, lr0 = job["steps_per_epoch"], job["batch_per_worker"], cfg.effective_lr
     set_train_mode(w.model, cfg.model)
-    t_epoch, waited, seen, bad = time.perf_counter(), 0.0, 0, 0
+    w.epoch_started = t_epoch = time.perf_counter()
+    waited, seen, bad = 0.0, 0, 0
     loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
     reasons: list[str] = []
     last_print = t_epoch
@@ -179,20 +181,19 @@ def train_one_epoch(w: Worker, stream: Iterator[dict], epoch: int) -> dict:
     w.skipped = reasons
     return {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr, "clips_per_s": seen / train_s,
             "data_wait_frac": waited / w.world / train_s, "bad_clips": bad,
-            "t_epoch": t_epoch, **w.probe.stop()}  # fmt: skip
+            **w.probe.stop()}  # fmt: skip
 
 
 def end_of_epoch(w: Worker, epoch: int, m: dict) -> None:
     """Validate when it is due; rank 0 logs the metrics, offers the weights to the best-K and
     prints progress; then every worker reports its part of the checkpoint."""
     cfg, job, epochs = w.cfg, w.job, w.cfg.train.epochs
-    t_epoch = m.pop("t_epoch")
     if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
         t = time.perf_counter()
         m.update(evaluate(w.model, ray.train.get_dataset_shard(f"val_{w.rank}"), cfg, "val",
                           job["batch_per_worker"], w.device, w.cuda))  # fmt: skip
         m["val_s"] = time.perf_counter() - t
-    m["epoch_s"] = time.perf_counter() - t_epoch
+    m["epoch_s"] = time.perf_counter() - w.epoch_started
     state = None
     if w.rank == 0:
         tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], m, step=epoch + 1)
