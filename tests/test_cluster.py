@@ -215,8 +215,8 @@ def test_doctor_checks_every_node(cluster, mlflow_server, tmp_path):
 
 
 def test_an_address_where_no_head_listens_fails_fast_with_what_to_do():
-    from vidtempo.rehearsal import free_port
-    from vidtempo.train.run import ClusterUnreachable, check_gcs_answers
+    from vidtempo.machine import free_port
+    from vidtempo.preflight import ClusterUnreachable, check_gcs_answers
 
     address = f"127.0.0.1:{free_port()}"
     t = time.monotonic()
@@ -299,7 +299,7 @@ def test_mlflow_ui_shows_the_runs_and_the_zoo_tags(spread_run, mlflow_server, ml
     from mlflow.tracking import MlflowClient
 
     from vidtempo.cli import main as cli
-    from vidtempo.train.run import free_port
+    from vidtempo.machine import free_port
 
     _, res = spread_run
     client = MlflowClient(mlflow_server)

@@ -81,7 +81,8 @@ def test_decode_tasks_run_only_on_decode_nodes(decode_cluster, synthetic_data, m
 @pytest.mark.slow
 def test_without_decode_nodes_asked_for_the_run_is_as_before_and_a_missing_resource_fails_fast(
         decode_cluster, synthetic_data, mlflow_server, tmp_path):  # fmt: skip
-    from vidtempo.train.run import ResourceError, fit
+    from vidtempo.preflight import ResourceError
+    from vidtempo.train.run import fit
 
     res = fit(_cfg(tmp_path, mlflow_server), synthetic_data, name="anywhere")
     assert "test/top1:2x1" in res["metrics"]

@@ -23,7 +23,8 @@ from vidtempo.data import convert as conv
 from vidtempo.data import prepare, synthetic
 from vidtempo.data.decode import decode_video
 from vidtempo.data.schema import read_manifest
-from vidtempo.rehearsal import S3Server, free_port, start_mlflow_server, stop_process_group
+from vidtempo.machine import free_port
+from vidtempo.rehearsal import S3Server, start_mlflow_server, stop_process_group
 from vidtempo.storage import StorageError
 from vidtempo.train import checkpoint as ckpt
 

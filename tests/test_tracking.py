@@ -116,7 +116,7 @@ def test_vidtempo_ui_serves_the_runs_page_it_prints(tmp_path, page_text):
     runs page of the experiment; headless Chromium renders that page with the run on it."""
     import signal
 
-    from vidtempo.train.run import free_port
+    from vidtempo.machine import free_port
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking.start_run(config.load("tin_r18_synthetic", ["run.experiment=ui"]), "shown-run", uri)

@@ -271,7 +271,7 @@ def test_load_from_tsm_fills_tin_block_conv1(tmp_path):
 
 
 def test_missing_data_and_wrong_classes_fail_before_training(tmp_path, synthetic_data):
-    from vidtempo.train.run import check_data
+    from vidtempo.preflight import check_data
 
     cfg = config.load("tin_r18_synthetic")
     with pytest.raises(DataError, match="has no 'train' folder"):
@@ -403,7 +403,8 @@ def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data
 
 @pytest.mark.ray
 def test_too_many_workers_fail_fast(ray_session, synthetic_data, tmp_path):
-    from vidtempo.train.run import ResourceError, fit
+    from vidtempo.preflight import ResourceError
+    from vidtempo.train.run import fit
 
     cfg = tiny(tmp_path, "run.num_workers=8")
     t = time.monotonic()

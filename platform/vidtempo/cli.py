@@ -732,7 +732,7 @@ def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
         if kind == "data":
             from vidtempo.data.schema import DataError as t
         elif kind == "resource":
-            from vidtempo.train.run import ResourceError as t
+            from vidtempo.preflight import ResourceError as t
         elif kind == "checkpoint":
             from vidtempo.models.checkpoint import CheckpointMismatch as t
         else:

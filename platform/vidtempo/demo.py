@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtempo import config, tracking
+from vidtempo import config, machine, tracking
 from vidtempo.data import synthetic
 from vidtempo.data.prepare import prepare_synthetic, synthetic_ready
 from vidtempo.models.diagnostics import offsets_moved
@@ -59,7 +59,7 @@ def main(workdir: str | Path | None = None, epochs: int | None = None) -> int:
     from vidtempo.train.run import fit
 
     started = time.perf_counter()
-    workdir = Path(workdir) if workdir else tracking.home() / "demo"
+    workdir = Path(workdir) if workdir else machine.home() / "demo"
     data = prepare(workdir.resolve())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []

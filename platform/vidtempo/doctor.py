@@ -27,9 +27,16 @@ from pathlib import Path
 
 import ray
 
-from vidtempo import storage, tracking
+from vidtempo import storage
 from vidtempo.config import Config, ConfigError
-from vidtempo.train.run import check_cluster, ensure_ray, spans_nodes, storage_root
+from vidtempo.preflight import (
+    check_cluster,
+    ensure_ray,
+    missing_decode_nodes,
+    spans_nodes,
+    storage_root,
+)
+from vidtempo.tracking import store
 
 
 def _mib(n: float) -> str:
@@ -160,14 +167,15 @@ def check_security(uri: str, dashboard_url: str | None) -> list[str]:
 
 
 def check_tracking(uri: str) -> str:
-    if uri.startswith(("http://", "https://")):
+    if store.is_server(uri):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as r:
                 return "ok" if r.status == 200 else f"FAIL: HTTP {r.status}"
         except OSError as exc:
             return f"FAIL: {exc}"
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent
+    db = store.sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         return "ok (local file)" if os.access(folder, os.W_OK) else f"FAIL: {folder} not writable"
@@ -187,7 +195,7 @@ def check(cfg: Config, working: str | Path | None = None, address: str | None = 
                 "list big folders (data, runs, .git) in .gitignore or .rayignore"
             )
     ensure_ray(address)
-    root, uri = storage_root(cfg), tracking.resolve_uri(cfg)
+    root, uri = storage_root(cfg), store.resolve_uri(cfg)
     report.update(storage=root, tracking=uri, spans=spans_nodes(cfg))
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     # this machine's own one-node instance (vidtempo binds its dashboard to 127.0.0.1) is not a
@@ -195,10 +203,9 @@ def check(cfg: Config, working: str | Path | None = None, address: str | None = 
     local = not (address or os.environ.get("RAY_ADDRESS")) and len(nodes) == 1
     decode = cfg.run.decode_resource
     decoders = {n["NodeID"] for n in nodes if not decode or n["Resources"].get(decode)}
-    if decode and not decoders:
-        report["problems"].append(
-            f"no alive node carries the decode resource '{decode}' (run.decode_resource): start "
-            "the cpu-decode nodes (cluster.yaml) or drop --decode-on")  # fmt: skip
+    missing = missing_decode_nodes(cfg)
+    if missing:
+        report["problems"].append(missing)
     probes = {}
     for n in nodes:
         strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(

@@ -155,33 +155,3 @@ def runtime_env(root: Path | None = None, verbose: bool = False) -> dict:
         env["VIDTEMPO_VERBOSE"] = "1"
     return {"env_vars": env}
 
-
-def describe(cfg, limit: int = 12) -> str:
-    """A run description: the config, how it differs from the zoo config it was derived from,
-    and the overrides on top of its file."""
-    from vidtempo import config as C
-
-    order = ("model.", "optim.", "schedule.", "train.", "data.", "eval.", "run.")
-
-    def listed(changes: dict) -> str:  # the recipe first, then data, then where it ran
-        keys = sorted(changes, key=lambda k: next((i for i, p in enumerate(order)
-                                                   if k.startswith(p)), len(order)))  # fmt: skip
-        items = [f"{k}: {changes[k][0]!r} → {changes[k][1]!r}" for k in keys]
-        more = f"; and {len(items) - limit} more" if len(items) > limit else ""
-        return "; ".join(items[:limit]) + more
-
-    lines = [f"Config `{cfg.name}`."]
-    try:
-        from_file = C.load(cfg.name)
-    except C.ConfigError:
-        from_file = None  # a YAML outside jobs/configs, or a sweep's trial config
-    if from_file is not None:
-        overrides = C.diff(from_file, cfg)
-        lines.append(f"Overrides: {listed(overrides)}." if overrides else "No overrides.")
-    if cfg.zoo_config:
-        zoo = C.load(cfg.zoo_config)
-        lines.append(f"Derived from the zoo config `{cfg.zoo_config}`; differs in "
-                     f"{len(C.diff(zoo, cfg))} keys: {listed(C.diff(zoo, cfg))}.")  # fmt: skip
-    elif cfg.reference is not None:
-        lines.append("A zoo recipe (its reference numbers are this run's zoo.* tags).")
-    return "\n".join(lines)

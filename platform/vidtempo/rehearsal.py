@@ -36,34 +36,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from vidtempo.machine import free_port
+
 BIN = Path(sys.executable).parent
 CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-# Ports handed out by free_port: from below the kernel's ephemeral range (32768+ on Linux),
-# where every port-0 bind lands (each Ray worker's gRPC server, every client connection), and
-# above Ray's worker ports (10002-19999). A port asked for with bind(0) and released can be taken
-# by such a bind before the server that was to use it starts; gRPC's SO_REUSEPORT then lets two
-# servers share it and requests reach the wrong one (a head whose GCS "does not answer").
-_PORTS = range(20000, 32768)
-_given: set[int] = set()
-
-
-def free_port() -> int:
-    """A port that nothing on this machine listens on, never the same twice in one process."""
-    import random
-
-    for port in random.SystemRandom().sample(_PORTS, 200):
-        if port in _given:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        _given.add(port)
-        return port
-    raise RuntimeError(f"no free port between {_PORTS.start} and {_PORTS.stop - 1}")
 
 
 def wait_for(url: str, proc: subprocess.Popen, what: str, log: Path | None = None,
@@ -293,9 +269,9 @@ class Rehearsal:
         saved = {k: os.environ.get(k) for k in keys}
         os.environ.update({k: self.env[k] for k in keys})
         try:
-            from mlflow.tracking import MlflowClient
+            from vidtempo.tracking import store
 
-            yield MlflowClient(self.url)
+            yield store.client(self.url)
         finally:
             for k, v in saved.items():
                 if v is None:

@@ -103,7 +103,8 @@ def train_step(model, wrapped, opt, x: torch.Tensor, y: torch.Tensor, cfg) -> No
 def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
     """Seconds of one training step (batch clips), of one eval forward per clip, and of one
     checkpoint + metrics report, on this thread."""
-    from vidtempo import models, tracking
+    from vidtempo import models
+    from vidtempo.tracking import record, store
     from vidtempo.train import checkpoint as ckpt
     from vidtempo.train.optim import build_optimizer
     from vidtempo.train.step import norm_tensors, normalise
@@ -120,15 +121,15 @@ def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
     with torch.no_grad():
         forward_s = _median_s(lambda: model(x), repeats=10) / batch
     with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        run_id = tracking.create_run(uri, "bench-demo", "parts", {})
+        uri = store.sqlite_uri(Path(tmp) / "mlflow.db")
+        run_id = record.report_run(uri, "bench-demo", "parts", {}, end=False)
         metrics = {"loss": 1.0, "lr": 0.1, "clips_per_s": 1.0, "val/top1": 50.0}
 
         def report():
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 0}
             with tempfile.TemporaryDirectory(dir=tmp) as d:
                 ckpt.save_state(d, 0, state)
-            tracking.log_metrics(uri, run_id, metrics, step=1)
+            record.epoch(uri, run_id, 1, metrics)
 
         report_s = _median_s(report, repeats=5, warmup=1)
     return {"step_s": step_s, "forward_s": forward_s, "report_s": report_s}
@@ -176,7 +177,7 @@ def _bare_loop(name: str, clips: np.ndarray, steps: int, batch: int, world: int 
     leave their times in files."""
     import torch.multiprocessing as mp
 
-    from vidtempo.rehearsal import free_port
+    from vidtempo.machine import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/clips.npy"
@@ -285,7 +286,7 @@ def _demo_run(cfg, data: Path, workdir: Path) -> dict:
 def run(workdir: str | Path, epochs: int = 3, clips: int = 64, only: list[str] | None = None) -> dict:
     from vidtempo import demo
     from vidtempo.data.schema import read_manifest
-    from vidtempo.train.run import ensure_ray
+    from vidtempo.preflight import ensure_ray
 
     workdir = Path(workdir).resolve()
     data = demo.prepare(workdir)

@@ -13,8 +13,8 @@ from vidtempo.machine import cpu_name
 
 # (label, zoo config, overrides): TSN and TSM are the baselines TIN is built on
 CANDIDATES = [
-    ("TSN", "tin_r50_1x1x8_40e_sthv1_rgb", {"model.arch": "tsn_r50"}),
-    ("TSM", "tin_r50_1x1x8_40e_sthv1_rgb", {"model.arch": "tsm_r50", "model.shift_div": 8}),
+    ("TSN", "tin_r50_1x1x8_40e_sthv1_rgb", {"model.arch": "tsn"}),
+    ("TSM", "tin_r50_1x1x8_40e_sthv1_rgb", {"model.arch": "tsm", "model.shift_div": 8}),
     ("TIN", "tin_r50_1x1x8_40e_sthv1_rgb", {}),
     ("TANet", "tanet_r50_1x1x8_50e_sthv1_rgb", {}),
     ("TPN-TSM", "tpn-tsm_imagenet-pretrained-r50_8xb8-1x1x8-150e_sthv1-rgb", {}),
@@ -39,7 +39,7 @@ def run(size: int = 112, frames: int = 8, clips: int = 2, repeats: int = 5, only
             continue
         cfg = C.override(C.load(name), {**overrides, "model.num_segments": frames})
         model = M.build(cfg).train()
-        if cfg.model.arch == "tpn_slowonly_r50":
+        if M.family(cfg.model.arch) == "tpn_slowonly":
             x = torch.randn(clips, 1, 3, frames, size, size)
         else:
             x = torch.randn(clips, frames, 3, size, size)

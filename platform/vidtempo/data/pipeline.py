@@ -160,7 +160,7 @@ def build(
     cfg: Config,
     split: str = "train",
     epochs: range | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     backend: str = "decord",
     data_cpus: float | None = None,
     rank: int = 0,
@@ -169,7 +169,11 @@ def build(
 ) -> ray.data.Dataset:
     """Worker `rank`'s dataset of one split (see `plan`): `train` augments with the train
     pipeline over `epochs`; `val` and `test` run those pipelines once, in order. `data_dir`
-    is a local folder or a URI: each decode task opens its row group where it runs."""
+    is a local folder or a URI: each decode task opens its row group where it runs. `seed` and
+    `data_cpus` (the CPUs its decode tasks may use at once) are the config's run.seed and
+    run.data_cpus_per_worker unless given."""
+    seed = cfg.run.seed if seed is None else seed
+    data_cpus = cfg.run.data_cpus_per_worker if data_cpus is None else data_cpus
     manifest = read_manifest(data_dir)
     check_classes(manifest, cfg, data_dir)
     kind = manifest["storage"]  # frames or video
@@ -182,10 +186,7 @@ def build(
     # DataLoader). The only heavy operator here is the decode, so it gets the whole budget.
     ctx.op_resource_reservation_enabled = False
     quiet(ctx)
-    if data_cpus is not None:
-        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-            cpu=data_cpus
-        )
+    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(cpu=data_cpus)
     columns = ["video_id", "label", "num_frames", "frames" if kind == "frames" else "video"]
     train = split == "train"
     epochs = epochs if (train and epochs is not None) else range(1)

@@ -34,19 +34,19 @@ def _resnet(m: ModelConfig, **kwargs) -> ResNet:
     return ResNet(m.depth, width=m.width, stem=m.stem, **kwargs)
 
 
-def tsn_r50(m: ModelConfig) -> nn.Module:
+def build_tsn(m: ModelConfig) -> nn.Module:
     """TSN: a plain 2D ResNet, frames averaged by the head."""
     backbone = _resnet(m)
     return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
-def tsm_r50(m: ModelConfig) -> nn.Module:
+def build_tsm(m: ModelConfig) -> nn.Module:
     """TSM: a temporal shift of C/shift_div channels each way on every block's residual input."""
     backbone = _resnet(m, temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div))
     return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
-def tin_r50(m: ModelConfig) -> nn.Module:
+def build_tin(m: ModelConfig) -> nn.Module:
     """TIN: a learned temporal interlace of C/shift_div channels on every block's residual input."""
     backbone = _resnet(
         m, temporal=lambda cin, planes, i: TemporalInterlace(cin, m.num_segments, m.shift_div)
@@ -54,7 +54,7 @@ def tin_r50(m: ModelConfig) -> nn.Module:
     return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
-def tanet_r50(m: ModelConfig) -> nn.Module:
+def build_tanet(m: ModelConfig) -> nn.Module:
     """TANet: a TAM after conv1 of every Bottleneck."""
     backbone = _resnet(
         m, temporal=lambda cin, planes, i: TAM(planes, m.num_segments),
@@ -69,7 +69,7 @@ def _tpn_parts(m: ModelConfig) -> tuple[TPN, TPNHead]:
     return neck, head
 
 
-def tpn_tsm_r50(m: ModelConfig) -> nn.Module:
+def build_tpn_tsm(m: ModelConfig) -> nn.Module:
     """TPN on a TSM ResNet-50 (res4 and res5 reshaped to NCTHW)."""
     backbone = _resnet(
         m, temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div),
@@ -79,28 +79,38 @@ def tpn_tsm_r50(m: ModelConfig) -> nn.Module:
     return Recognizer2D(backbone, head, m.num_segments, m.average_clips, neck=neck)
 
 
-def tpn_slowonly_r50(m: ModelConfig) -> nn.Module:
+def build_tpn_slowonly(m: ModelConfig) -> nn.Module:
     """TPN on SlowOnly-R50 (3D; res4 and res5 inflated 3x1x1)."""
     neck, head = _tpn_parts(m)
     return Recognizer3D(ResNet3dSlowOnly(m.depth), head, m.average_clips, neck=neck)
 
 
+# One builder per family; model.depth / width / stem pick its trunk (ResNet-50 by default).
 BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "tsn_r50": tsn_r50,
-    "tsm_r50": tsm_r50,
-    "tin_r50": tin_r50,
-    "tanet_r50": tanet_r50,
-    "tpn_tsm_r50": tpn_tsm_r50,
-    "tpn_slowonly_r50": tpn_slowonly_r50,
+    "tsn": build_tsn,
+    "tsm": build_tsm,
+    "tin": build_tin,
+    "tanet": build_tanet,
+    "tpn_tsm": build_tpn_tsm,
+    "tpn_slowonly": build_tpn_slowonly,
 }
+# The zoo configs' names (each a ResNet-50 recipe): the same builders.
+ALIASES = {f"{name}_r50": name for name in BUILDERS}
+
+
+def family(arch: str) -> str:
+    """The builder name of `model.arch` (a zoo config's `tin_r50` is `tin`)."""
+    name = ALIASES.get(arch, arch)
+    if name not in BUILDERS:
+        raise ConfigError(f"model.arch '{arch}' is not one of {sorted(BUILDERS)} "
+                          f"(or the zoo configs' names: {sorted(ALIASES)})")  # fmt: skip
+    return name
 
 
 def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> nn.Module:
     """The model a config names; with `imagenet`, its backbone starts from those weights."""
     m = config.model if isinstance(config, Config) else config
-    if m.arch not in BUILDERS:
-        raise ConfigError(f"model.arch '{m.arch}' is not one of {sorted(BUILDERS)}")
-    model = BUILDERS[m.arch](m)
+    model = BUILDERS[family(m.arch)](m)
     if imagenet is not None:
         state = torch.load(imagenet, map_location="cpu", weights_only=True)
         if isinstance(model.backbone, ResNet3dSlowOnly):
@@ -110,7 +120,7 @@ def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> n
     return model
 
 
-__all__ = ["BUILDERS", "build", "count_parameters", "load_pretrained", "measure"]
+__all__ = ["ALIASES", "BUILDERS", "build", "family", "count_parameters", "load_pretrained", "measure"]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -187,13 +187,9 @@ def table(p: Plan) -> str:
 
 
 def log(p: Plan, uri: str, experiment: str = "zoo-plan") -> str:
-    from vidtempo import tracking
+    from vidtempo.tracking import record
 
-    run_id = tracking.create_run(uri, experiment, f"plan-{p.config}",
-                                 {"vidtempo.kind": "zoo-plan", "zoo.config": p.config})  # fmt: skip
     numbers = {k: v for k, v in asdict(p).items() if isinstance(v, int | float) and v is not None}
-    tracking.log_metrics(uri, run_id, numbers, step=0)
-    tracking.log_text(uri, run_id, table(p), "plan.md")
-    tracking.log_text(uri, run_id, json.dumps(asdict(p), indent=2), "plan.json")
-    tracking.end_run(uri, run_id)
-    return run_id
+    return record.report_run(uri, experiment, f"plan-{p.config}",
+                             {"vidtempo.kind": "zoo-plan", "zoo.config": p.config}, numbers,
+                             {"plan.md": table(p), "plan.json": json.dumps(asdict(p), indent=2)})  # fmt: skip

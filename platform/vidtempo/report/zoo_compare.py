@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vidtempo import config as C
 from vidtempo import tracking
+from vidtempo.tracking import record
 
 REPORT_KIND = "zoo-compare"
 
@@ -194,11 +195,9 @@ def compare(uri: str, experiments: list[str] | None = None, log: bool = True,
             (folder / "zoo_compare.json").write_text(json.dumps(rows, indent=2))
             chart(rows, folder / "zoo_compare.png", exp)
             if log:
-                run_id = tracking.create_run(uri, exp, f"zoo-compare-{time.strftime('%Y%m%d-%H%M%S')}",
-                                             {"vidtempo.kind": REPORT_KIND})  # fmt: skip
-                for f in ("zoo_compare.md", "zoo_compare.png", "zoo_compare.json"):
-                    tracking.log_artifact(uri, run_id, folder / f)
-                tracking.end_run(uri, run_id, "FINISHED")
-                entry["report_run_id"] = run_id
+                entry["report_run_id"] = record.report_run(
+                    uri, exp, f"zoo-compare-{time.strftime('%Y%m%d-%H%M%S')}",
+                    {"vidtempo.kind": REPORT_KIND},
+                    files=[folder / f for f in ("zoo_compare.md", "zoo_compare.png", "zoo_compare.json")])  # fmt: skip
         reports[exp] = entry
     return reports

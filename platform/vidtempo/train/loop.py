@@ -27,10 +27,11 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from vidtempo import config, metrics, models, tracking, verbosity
+from vidtempo import config, metrics, models, verbosity
 from vidtempo.config import Config, ModelConfig
 from vidtempo.models.diagnostics import TemporalProbe, offset_histograms
 from vidtempo.models.recognizer import Recognizer3D
+from vidtempo.tracking import record
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.optim import build_optimizer, set_lr
 from vidtempo.train.schedule import lr_at
@@ -122,9 +123,7 @@ def setup(job: dict) -> Worker:
     nodes = metrics.gather(ray.get_runtime_context().get_node_id())  # where each rank runs
     numerics = metrics.gather(numerics_of(device))  # what a run's last bits depend on
     if rank == 0:
-        tracking.set_tags(job["mlflow_uri"], job["mlflow_run_id"],
-                          {"vidtempo.worker_nodes": json.dumps(nodes),
-                           "vidtempo.numerics": json.dumps(sorted(set(numerics)))})  # fmt: skip
+        record.placement(job["mlflow_uri"], job["mlflow_run_id"], nodes, numerics)
     mean, std = norm_tensors(cfg, device)
     return Worker(job=job, cfg=cfg, config_yaml=config.dump_yaml(cfg), rank=rank, world=world,
                   device=device, model=model, ddp=ddp, optimizer=optimizer,
@@ -196,7 +195,7 @@ def end_of_epoch(w: Worker, epoch: int, m: dict) -> None:
     m["epoch_s"] = time.perf_counter() - w.epoch_started
     state = None
     if w.rank == 0:
-        tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], m, step=epoch + 1)
+        record.epoch(job["mlflow_uri"], job["mlflow_run_id"], epoch + 1, m)
         value = m.get(cfg.eval.metric, float("nan"))
         weights = {k: v.detach().cpu() for k, v in w.model.state_dict().items()}
         w.best.offer(epoch + 1, value, weights, {"config": w.config_yaml})
@@ -234,15 +233,10 @@ def test(w: Worker) -> None:
     w.probe.stop()
     per_class = result.pop("per_class")
     if w.rank == 0:
-        tracking.log_metrics(job["mlflow_uri"], job["mlflow_run_id"], result,
-                             step=w.cfg.train.epochs)  # fmt: skip
-        tracking.log_dict(job["mlflow_uri"], job["mlflow_run_id"], per_class,
-                          "test_per_class_top1.json")  # fmt: skip
         offsets = w.probe.collected_offsets()
-        if offsets:
-            title = f"{job['name']}: TIN offsets per block on rank 0's test views (dashed: 0.5)"
-            tracking.log_figure(job["mlflow_uri"], job["mlflow_run_id"],
-                                offset_histograms(offsets, title), "tin_offsets.png")  # fmt: skip
+        title = f"{job['name']}: TIN offsets per block on rank 0's test views (dashed: 0.5)"
+        record.test(job["mlflow_uri"], job["mlflow_run_id"], w.cfg.train.epochs, result, per_class,
+                    offset_histograms(offsets, title) if offsets else None)  # fmt: skip
         if w.progress:
             say(f"[{job['name']}] test: "
                 + "  ".join(f"{k} {v:.2f}" for k, v in result.items() if "/top" in k))

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
-import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -23,167 +20,15 @@ import ray.train
 import yaml
 from ray.train.torch import TorchTrainer
 
-from vidtempo import config, storage, tracking, verbosity
+from vidtempo import config, storage, verbosity
 from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
-from vidtempo.data.schema import MANIFEST, DataError, read_manifest
+from vidtempo.data.schema import DataError
 from vidtempo.data.transform import clip_bytes
-from vidtempo.rehearsal import free_port
+from vidtempo.preflight import CPU_WORKER_ENV, before_run, check_data, check_eval_data
+from vidtempo.tracking import record, store
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
-
-# glibc returns big freed blocks to the OS at once (mmap) and page-faults them back on every
-# step; CPU workers keep them instead (BENCHMARKS.md, tin_shift section: 2.75x → 5.36x)
-CPU_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
-
-
-# Ray kills idle task workers after 1 s once there are more worker processes than CPUs — and a
-# training run's actors alone outnumber the CPUs of a small box. Every validation pass then
-# started fresh workers that import torch again (~7 s per pass on 2 cores instead of <1 s).
-LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
-
-
-class ResourceError(RuntimeError):
-    """The cluster cannot place the workers a run asks for."""
-
-
-class ClusterUnreachable(ConnectionError):
-    """No Ray head listens at the address a command was given."""
-
-
-def check_gcs_answers(address: str, timeout: float = 10.0) -> None:
-    """A `host:port` address (not "auto", not ray://) must accept a connection within `timeout`
-    seconds: ray.init itself retries a dead address for minutes before it gives up."""
-    host, sep, port = address.rpartition(":")
-    if "://" in address or not sep or not port.isdigit():
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
-                return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise ClusterUnreachable(
-                    f"no Ray head answers at {address} ({exc.strerror or exc}): start one with "
-                    "`ray start --head`, or pass the address `ray status` prints on the head"
-                ) from None
-            time.sleep(0.5)
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to `address` (or RAY_ADDRESS, as inside `ray job submit`), else start a local
-    instance for this process."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        check_gcs_answers(address)
-        ray.init(address=address, logging_level=verbosity.log_level())
-        return
-    # A new local instance keeps Ray's own default: token authentication, with the token Ray
-    # makes in ~/.ray/auth_token when there is none (RAY_AUTH_MODE set by the user wins). Ray
-    # switches its cached config to token mode itself; setting the variable here instead would
-    # leave this process's config behind (its GCS then refuses the driver). Its notice that it
-    # did so, and how to opt out, is about a choice vidtempo makes on purpose: not printed.
-    verbosity.quiet_auth_notice()
-    # The dashboard stays on: when Tune stops a trial, its Train controller dies with it, and
-    # Ray Train's placement-group cleaner asks the dashboard's state API whether the controller
-    # is gone before it frees the trial's CPUs. The cleaner finds that API by looking for Ray
-    # processes on the machine and gives up when there are two instances ("Found multiple
-    # active Ray instances") — the placement group then leaks and the next trial never starts.
-    # So this instance's workers are told where its dashboard is.
-    port = free_port()
-    env = {**CPU_WORKER_ENV, **verbosity.worker_env(),
-           "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}  # fmt: skip
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_port=port,
-             runtime_env={"env_vars": env}, _system_config=LOCAL_SYSTEM_CONFIG,
-             logging_level=verbosity.log_level())  # fmt: skip
-
-
-def storage_root(cfg: Config) -> str:
-    """run.storage_path, else VIDTEMPO_STORAGE (set on a cluster's head), else <home>/runs.
-    A URI (s3://, gs://, file:// for a shared mount) is kept as it is."""
-    root = cfg.run.storage_path or os.environ.get("VIDTEMPO_STORAGE")
-    if root:
-        return root if "://" in root else str(Path(root).expanduser().resolve())
-    return str(tracking.home() / "runs")
-
-
-def spans_nodes(cfg: Config) -> int:
-    """How many nodes the run's workers may land on: every alive node when there are several,
-    and 2 when this single node cannot hold them (an autoscaler will add nodes)."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1:
-        return len(nodes)
-    return 1 if workers_on((nodes or [{}])[0], cfg) >= cfg.run.num_workers else 2
-
-
-def check_cluster(cfg: Config, root: str, uri: str | None) -> None:
-    """On several nodes, checkpoints and MLflow must live where every node reaches them: fail at
-    once (nothing written yet) instead of on a worker of another node later."""
-    n = spans_nodes(cfg)
-    if n < 2:
-        return
-    problems = []
-    if "://" not in root:
-        problems.append(
-            f"checkpoints would go to {root}, a folder on this node only: set run.storage_path "
-            "(--storage, or VIDTEMPO_STORAGE) to s3://BUCKET/PREFIX or gs://BUCKET/PREFIX, or to "
-            "file:///PATH on a shared mount (NFS) that every node sees"
-        )
-    if uri is not None and tracking.is_local_uri(uri):
-        problems.append(
-            f"MLflow would write to {uri}, a file on this node only: start `mlflow server "
-            "--host 0.0.0.0 --port 5000 --backend-store-uri sqlite:////PATH/mlflow.db` on the "
-            "head and set run.mlflow_uri (--mlflow-uri, or VIDTEMPO_MLFLOW_URI) to "
-            "http://HEAD_IP:5000"
-        )
-    if problems:
-        raise ConfigError(f"this run spans {n} nodes, but " + "; and ".join(problems) + ".")
-
-
-def workers_on(resources: dict, cfg: Config) -> int:
-    """How many of the run's workers one node with these resources holds."""
-    r = cfg.run
-    fits = math.floor(resources.get("CPU", 0) / r.cpus_per_worker + 1e-9)
-    if r.use_gpu:
-        fits = min(fits, math.floor(resources.get("GPU", 0) + 1e-9))
-    return fits
-
-
-def check_resources(cfg: Config) -> None:
-    """Fail at once when the cluster cannot place the workers, or has no node for the decode
-    tasks run.decode_resource asks for (Ray would wait forever)."""
-    if os.environ.get("VIDTEMPO_SKIP_RESOURCE_CHECK"):
-        return
-    r = cfg.run
-    if r.decode_resource and not any(
-        n["Resources"].get(r.decode_resource) for n in ray.nodes() if n.get("Alive")
-    ):
-        raise ResourceError(
-            f"no alive node carries the Ray resource '{r.decode_resource}' that "
-            "run.decode_resource (--decode-on) sends the decoding to: start nodes with it "
-            "(cluster.yaml's cpu-decode nodes carry `decode`), drop --decode-on, or on an "
-            "autoscaling cluster set VIDTEMPO_SKIP_RESOURCE_CHECK=1 to let Ray start them"
-        )
-    gpu = 1.0 if r.use_gpu else 0.0
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    placeable = sum(workers_on(res, cfg) for res in nodes)
-    total_cpu = sum(res.get("CPU", 0) for res in nodes)
-    total_gpu = sum(res.get("GPU", 0) for res in nodes)
-    need_cpu = r.num_workers * (r.cpus_per_worker + r.data_cpus_per_worker)
-    if placeable < r.num_workers or total_cpu + 1e-9 < need_cpu:
-        asked = (f"{r.num_workers} workers × ({r.cpus_per_worker:g} CPU"
-                 + (", 1 GPU" if gpu else "") + f") + {r.data_cpus_per_worker:g} CPU each for "
-                 f"data = {need_cpu:g} CPUs" + (f", {r.num_workers} GPUs" if gpu else ""))  # fmt: skip
-        raise ResourceError(
-            f"the run asks for {asked}, but the cluster has {len(nodes)} node(s) with "
-            f"{total_cpu:g} CPUs and {total_gpu:g} GPUs in total (room for {placeable} "
-            "workers). Use fewer workers (--workers / run.num_workers), smaller "
-            "run.cpus_per_worker / run.data_cpus_per_worker, or add nodes "
-            "(on an autoscaling cluster: VIDTEMPO_SKIP_RESOURCE_CHECK=1 lets Ray wait for them)."
-        )
 
 
 class OwnDataOptions(ray.train.DataConfig):
@@ -219,41 +64,18 @@ def scaling(cfg: Config) -> ray.train.ScalingConfig:
     )
 
 
-def check_data(cfg: Config, data_dir: str) -> None:
-    """train/ and val/ shard folders under `data_dir` (a local path or a URI), readable from
-    here, with videos, of the config's classes. A URI whose endpoint does not answer or refuses
-    the credentials fails here, before anything starts."""
-    storage.check_reachable(data_dir, "data")
-    for split in ("train", "val"):
-        d = storage.join(data_dir, split)
-        if not storage.exists(storage.join(d, MANIFEST)) and not storage.exists(d):
-            raise DataError(
-                f"{storage.where(data_dir)} has no '{split}' folder: --data must hold train/ and "
-                f"val/ shard folders (`vidtempo prepare ... --out {data_dir}` writes them)"
-            )
-        manifest = read_manifest(d)
-        if not manifest.get("num_videos"):
-            raise DataError(
-                f"{d} holds no videos (all quarantined? see its quarantine report); "
-                "convert the dataset again"
-            )
-        pipeline.check_classes(manifest, cfg, d)
-
-
 def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: int,
                  run_dir: str, backend: str = "decord", repeats: int = 1):  # fmt: skip
     """Dataset factory, called by Ray Train each time the workers (re)start: training streams
     from the first epoch after the checkpoint the workers restore."""
     cfg = config.from_dict(cfg_dict)
-    data_cpus = cfg.run.data_cpus_per_worker
     if split == "train":
         start = ckpt.restored_epochs(run_dir)
         if start >= cfg.train.epochs:
             return ray.data.from_items([{"epoch": 0}])  # nothing left to train; never read
         return pipeline.build(storage.join(data_dir, "train"), cfg, "train",
-                              epochs=range(start, cfg.train.epochs), seed=cfg.run.seed,
-                              backend=backend, data_cpus=data_cpus, rank=rank, world=world,
-                              repeats=repeats)  # fmt: skip
+                              epochs=range(start, cfg.train.epochs), backend=backend,
+                              rank=rank, world=world, repeats=repeats)  # fmt: skip
     return make_split_dataset(storage.join(data_dir, "val"), cfg_dict, split, rank, world, backend)
 
 
@@ -270,12 +92,9 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     check_data(cfg, data_dir)
     imagenet = imagenet_weights(cfg, imagenet)
     name = name or cfg.name
-    root = storage_root(cfg)
+    uri = store.resolve_uri(cfg)
+    root = before_run(cfg, uri)
     run_dir = storage.join(root, name)
-    uri = tracking.resolve_uri(cfg)
-    ensure_ray()
-    check_resources(cfg)
-    check_cluster(cfg, root, uri)
     plan = epoch_plan(cfg, data_dir)
     run_id = open_run(cfg, name, root, uri, plan, quiet,
                       {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})},
@@ -295,11 +114,11 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     try:
         trainer.fit()
     except BaseException:
-        tracking.end_run(uri, run_id, "FAILED")
+        record.end_run(uri, run_id, "FAILED")
         raise
-    tracking.end_run(uri, run_id, "FINISHED")
+    record.end_run(uri, run_id, "FINISHED")
     return {"name": name, "run_dir": run_dir, "mlflow_uri": uri, "mlflow_run_id": run_id,
-            "metrics": tracking.get_run(uri, run_id)["metrics"]}  # fmt: skip
+            "metrics": store.get_run(uri, run_id)["metrics"]}  # fmt: skip
 
 
 def imagenet_weights(cfg: Config, imagenet: str | Path | None) -> str | Path | None:
@@ -353,15 +172,14 @@ def open_run(cfg: Config, name: str, root: str, uri: str, plan: dict, quiet: boo
                 "resume it unchanged or start a new run with --name"
             )
         run_id = progress["mlflow_run_id"]
-        tracking.set_running(uri, run_id)
+        record.set_running(uri, run_id)
         if not quiet:
             print(f"[{name}] resuming: {progress['epochs_done']}/{cfg.train.epochs} epochs done "
                   f"(MLflow run {run_id})", flush=True)  # fmt: skip
         return run_id
     steps, repeats = plan["steps"], plan["repeats"]
-    run_id = tracking.start_run(cfg, name, uri, tags, parent_run_id)
-    tracking.log_metrics(uri, run_id, {"steps_per_epoch": steps, "epoch_passes": repeats,
-                                       "clip_bytes": clip_bytes(cfg.data.train)}, step=0)  # fmt: skip
+    run_id = record.start_run(cfg, name, uri, tags, parent_run_id, metrics={
+        "steps_per_epoch": steps, "epoch_passes": repeats, "clip_bytes": clip_bytes(cfg.data.train)})  # fmt: skip
     if repeats > 1 and not quiet:
         print(f"[{name}] {sum(u['rows'] for r in plan['one_pass'] for u in r)} training videos: "
               f"each epoch passes over them {repeats} times, {steps} steps, so that "
@@ -399,24 +217,14 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
              protocol: str = "test") -> dict[str, float]:  # fmt: skip
     """Score a checkpoint on the val/ shards under the config's test (or val) protocol, on
     Ray Train workers; scores are merged by video_id across the workers."""
-    data_dir = storage.normalize(data_dir)
-    storage.check_reachable(data_dir, "data")
-    d = storage.join(data_dir, "val")
-    if not storage.exists(storage.join(d, MANIFEST)) and storage.exists(
-        storage.join(data_dir, MANIFEST)
-    ):
-        d = data_dir  # the val shard folder itself
-    pipeline.check_classes(read_manifest(d), cfg, d)
+    d = check_eval_data(cfg, storage.normalize(data_dir))
     checkpoint = storage.normalize(checkpoint)
     storage.check_reachable(checkpoint, "checkpoint")
     if not storage.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint {storage.where(checkpoint)} does not exist")
-    ensure_ray()
-    check_resources(cfg)
-    check_cluster(cfg, storage_root(cfg), None)
+    root = storage.join(before_run(cfg, None), "_evaluate")
     world = cfg.run.num_workers
     split = "test" if protocol == "test" else "val"
-    root = storage.join(storage_root(cfg), "_evaluate")
     name = f"{cfg.name}-{uuid.uuid4().hex[:8]}"
     cfg_dict = config.to_dict(cfg)
     datasets = {
@@ -436,5 +244,4 @@ def make_split_dataset(split_dir: str, cfg_dict: dict, split: str, rank: int, wo
                        backend: str = "decord"):  # fmt: skip
     """Dataset factory for one evaluation split (val or test protocol) of one rank."""
     cfg = config.from_dict(cfg_dict)
-    return pipeline.build(split_dir, cfg, split, seed=cfg.run.seed, backend=backend,
-                          data_cpus=cfg.run.data_cpus_per_worker, rank=rank, world=world)  # fmt: skip
+    return pipeline.build(split_dir, cfg, split, backend=backend, rank=rank, world=world)

@@ -21,17 +21,11 @@ import ray
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from vidtempo import config, storage, tracking, verbosity
+from vidtempo import config, storage, verbosity
 from vidtempo.config import Config
-from vidtempo.train.run import (
-    ResourceError,
-    check_cluster,
-    check_data,
-    check_resources,
-    ensure_ray,
-    fit,
-    storage_root,
-)
+from vidtempo.preflight import ResourceError, before_run, check_data
+from vidtempo.tracking import record, store
+from vidtempo.train.run import fit
 from vidtempo.tune import space as S
 
 
@@ -146,83 +140,95 @@ def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: 
     S.check(base, space)  # bad keys and values fail here, before any trial starts
     data_dir = storage.normalize(data_dir)  # a local path or a URI
     check_data(base, data_dir)
-    ensure_ray()
-    check_resources(base)
+    uri = store.resolve_uri(base)
+    root = storage.join(before_run(base, uri), "sweeps")
     name = name or f"tune-{base.name}"
-    uri = tracking.resolve_uri(base)
-    check_cluster(base, storage_root(base), uri)
-    root = storage.join(storage_root(base), "sweeps")
     sweep_dir = storage.join(root, name)
-
-    # ---- the parent MLflow run: new, or the interrupted sweep's -------------------------------
-    state = json.loads(storage.read_bytes(storage.join(sweep_dir, "vidtempo_sweep.json")) or b"{}")
-    can_restore = tune.Tuner.can_restore(sweep_dir)
-    if resume and not can_restore:
-        raise FileNotFoundError(f"no sweep named '{name}' to resume in {root}")
-    if can_restore and not resume:
-        raise FileExistsError(
-            f"sweep '{name}' already exists in {root}: pass --resume to continue it, or --name"
-        )
-    if resume and state.get("parent_run_id"):
-        parent = state["parent_run_id"]
-        tracking.set_running(uri, parent)
-    else:
-        described = S.describe(space)
-        parent = tracking.start_run(base, name, uri, {
-            "vidtempo.kind": "sweep", "vidtempo.sweep": name, "vidtempo.scheduler": scheduler,
-            **{f"space.{k}": v for k, v in described.items()}})  # fmt: skip
-        tracking.log_dict(uri, parent, described, "space.json")
-        storage.write_bytes(storage.join(sweep_dir, "vidtempo_sweep.json"),
-                         json.dumps({"parent_run_id": parent}).encode())  # fmt: skip
-
+    parent = parent_run(base, name, uri, space, scheduler, sweep_dir, resume)
     fn = tune.with_resources(
         functools.partial(trial, base=config.to_dict(base), data_dir=str(data_dir),
                           sweep_name=name, parent_run_id=parent, imagenet=imagenet),
         # no CPU (its Train workers hold those); Tune refuses an empty request, so 1 MiB of memory
         {"CPU": 0, "memory": 1 << 20},
     )  # fmt: skip
-    metric, mode = base.eval.metric, base.eval.mode
-    if scheduler == "asha":
-        sched = ResumableASHA(
-            storage.join(sweep_dir, "asha_state.pkl"), time_attr="epoch", max_t=base.train.epochs, grace_period=grace_period,
-            reduction_factor=reduction_factor, stop_last_trials=False)  # fmt: skip
-    else:
-        sched = tune.schedulers.FIFOScheduler()
     if resume:
         tuner = tune.Tuner.restore(sweep_dir, fn, resume_errored=True)
     else:
-        tuner = tune.Tuner(
-            fn,
-            param_space={k: S.tune_domain(kind, args) for k, (kind, args) in space.items()},
-            # a seeded search; the limit goes to the generator itself, since Tune ignores
-            # max_concurrent_trials next to an explicit BasicVariantGenerator
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=sched,
-                                        num_samples=samples, search_alg=BasicVariantGenerator(
-                                            random_state=base.run.seed,
-                                            max_concurrent=concurrent_trials(base))),  # fmt: skip
-            run_config=tune.RunConfig(
-                name=name, storage_path=root, verbose=2 if verbosity.verbose() else 0,
-                callbacks=[TrialEvents(name, metric, base.train.epochs)]),  # fmt: skip
-        )
+        sched = make_scheduler(base, scheduler, sweep_dir, grace_period, reduction_factor)
+        tuner = make_tuner(fn, base, space, samples, sched, name, root)
     try:
         results = tuner.fit()
     except BaseException:
-        tracking.end_run(uri, parent, "KILLED")
+        record.end_run(uri, parent, "KILLED")
         raise
+    return finish(results, base, name, uri, parent, sweep_dir)
+
+
+def parent_run(base: Config, name: str, uri: str, space: dict[str, tuple], scheduler: str,
+               sweep_dir: str, resume: bool) -> str:  # fmt: skip
+    """The sweep's parent MLflow run: the interrupted sweep's when resuming, else a new one
+    (its id kept beside the sweep, for a later --resume)."""
+    marker = storage.join(sweep_dir, "vidtempo_sweep.json")
+    state = json.loads(storage.read_bytes(marker) or b"{}")
+    can_restore = tune.Tuner.can_restore(sweep_dir)
+    where = sweep_dir.rsplit("/", 1)[0]  # the sweeps folder
+    if resume and not can_restore:
+        raise FileNotFoundError(f"no sweep named '{name}' to resume in {where}")
+    if can_restore and not resume:
+        raise FileExistsError(
+            f"sweep '{name}' already exists in {where}: pass --resume to continue it, or --name"
+        )
+    if resume and state.get("parent_run_id"):
+        record.set_running(uri, state["parent_run_id"])
+        return state["parent_run_id"]
+    parent = record.sweep_started(base, name, uri, scheduler, S.describe(space))
+    storage.write_bytes(marker, json.dumps({"parent_run_id": parent}).encode())
+    return parent
+
+
+def make_scheduler(base: Config, scheduler: str, sweep_dir: str, grace_period: int,
+                   reduction_factor: int):  # fmt: skip
+    """ASHA over epochs (its rungs kept beside the sweep), or first-in first-out (a grid)."""
+    if scheduler != "asha":
+        return tune.schedulers.FIFOScheduler()
+    return ResumableASHA(storage.join(sweep_dir, "asha_state.pkl"), time_attr="epoch",
+                         max_t=base.train.epochs, grace_period=grace_period,
+                         reduction_factor=reduction_factor, stop_last_trials=False)  # fmt: skip
+
+
+def make_tuner(fn, base: Config, space: dict[str, tuple], samples: int, sched, name: str,
+               root: str) -> tune.Tuner:  # fmt: skip
+    """A seeded search over `space`, as many trials at once as the cluster holds."""
+    metric = base.eval.metric
+    return tune.Tuner(
+        fn,
+        param_space={k: S.tune_domain(kind, args) for k, (kind, args) in space.items()},
+        # the limit goes to the generator itself, since Tune ignores max_concurrent_trials next
+        # to an explicit BasicVariantGenerator
+        tune_config=tune.TuneConfig(metric=metric, mode=base.eval.mode, scheduler=sched,
+                                    num_samples=samples, search_alg=BasicVariantGenerator(
+                                        random_state=base.run.seed,
+                                        max_concurrent=concurrent_trials(base))),  # fmt: skip
+        run_config=tune.RunConfig(
+            name=name, storage_path=root, verbose=2 if verbosity.verbose() else 0,
+            callbacks=[TrialEvents(name, metric, base.train.epochs)]),  # fmt: skip
+    )
+
+
+def finish(results, base: Config, name: str, uri: str, parent: str, sweep_dir: str) -> dict:
+    """The trial table, the best trial and its config (beside the sweep and in MLflow)."""
+    metric, mode = base.eval.metric, base.eval.mode
     rows = summarize(results, base, metric, mode, name, uri)
     best_row = max((r for r in rows if r["best"] == r["best"]),
                    key=lambda r: r["best"] if mode == "max" else -r["best"], default=None)  # fmt: skip
     out = {"rows": rows, "best": best_row, "parent_run_id": parent, "sweep_dir": sweep_dir}
+    best_yaml = None
     if best_row:
-        best_cfg = config.override(base, best_row["params"], "the best trial")
-        path = storage.join(sweep_dir, "best_config.yaml")
-        storage.write_bytes(path, config.dump_yaml(best_cfg).encode())
-        tracking.log_text(uri, parent, config.dump_yaml(best_cfg), "best_config.yaml")
-        tracking.log_metrics(uri, parent, {f"best/{metric}": best_row["best"]}, step=0)
-        out["best_config_path"] = path
-    tracking.log_text(uri, parent, table(rows, metric), "trials.md")
-    tracking.log_dict(uri, parent, rows, "trials.json")
-    tracking.end_run(uri, parent, "FINISHED")
+        best_yaml = config.dump_yaml(config.override(base, best_row["params"], "the best trial"))
+        out["best_config_path"] = path = storage.join(sweep_dir, "best_config.yaml")
+        storage.write_bytes(path, best_yaml.encode())
+    record.sweep_finished(uri, parent, metric, table(rows, metric), rows, best_yaml,
+                          best_row["best"] if best_row else None)  # fmt: skip
     return out
 
 
@@ -236,13 +242,9 @@ def summarize(results, base: Config, metric: str, mode: str, name: str, uri: str
         best = (values.max() if mode == "max" else values.min()) if len(values) else float("nan")
         epochs = int(df["epoch"].max()) if df is not None and "epoch" in df else 0
         status = "error" if r.error else ("done" if epochs >= base.train.epochs else "stopped")
-        run_id = tracking.find_run(uri, base.run.experiment, f"{name}-{_trial_id(r)}")
+        run_id = store.find_run(uri, base.run.experiment, f"{name}-{_trial_id(r)}")
         if run_id and status == "stopped":  # ASHA ended it: its MLflow run says so
-            tracking.set_tags(uri, run_id, {"vidtempo.stopped_by": "ASHA"})
-            # still RUNNING when the trial's actor died at once, FAILED when fit() saw the stop
-            # as an exception first; a trial that really failed has r.error ("error" above)
-            if tracking.get_run(uri, run_id)["status"] != "KILLED":
-                tracking.end_run(uri, run_id, "KILLED")
+            record.trial_stopped(uri, run_id)  # a trial that really failed has r.error
         minutes = float(df["time_total_s"].max()) / 60 if df is not None and "time_total_s" in df else float("nan")
         rows.append({"trial": _trial_id(r), "params": params, "lr.effective": cfg.effective_lr,
                      "best": float(best), "epochs": epochs, "status": status,
