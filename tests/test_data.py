@@ -412,8 +412,57 @@ def test_appearance_classes_and_class_list():
     assert len(synthetic.CLASSES) == 12
     paired = [c for p in synthetic.TEMPORAL_PAIRS for c in p]
     assert sorted(paired + synthetic.APPEARANCE_CLASSES) == list(range(12))
+    # the tempo classes come after the demo's twelve, whose meaning stays
+    assert synthetic.ALL_CLASSES[:12] == synthetic.CLASSES and len(synthetic.ALL_CLASSES) == 16
+    tempo = [c for p in synthetic.TEMPO_PAIRS + synthetic.VARIED_ORDER_PAIRS for c in p]
+    assert sorted(tempo) == list(range(12, 16))
     with pytest.raises(ValueError, match="label must be in"):
-        synthetic.render(12, np.random.default_rng(0))
+        synthetic.render(16, np.random.default_rng(0))
+
+
+def test_the_tempo_pair_is_one_clip_with_its_frames_reordered():
+    """Same draws → the fast circling dot is the slow clip's very frames, frame k of the fast
+    one being frame 3k mod T of the slow one: both classes hold the same frames, and since the
+    circle's starting angle is uniform, frame k has one distribution in both. Only the step from
+    frame to frame differs (one turn per clip, or three)."""
+    slow_label, fast_label = synthetic.TEMPO_PAIRS[0]
+    order = synthetic.fast_order(32)
+    assert sorted(order) == list(range(32)) and list(order[:4]) == [0, 3, 6, 9]
+    for i in range(3):
+        slow = synthetic.render(slow_label, np.random.default_rng([5, i]), frames=32, size=36)
+        fast = synthetic.render(fast_label, np.random.default_rng([5, i]), frames=32, size=36)
+        np.testing.assert_array_equal(fast, slow[order])
+        assert not np.array_equal(fast, slow)
+    # the starting angle is uniform: over many clips, where the dot is in frame 0 and in frame
+    # 5 has the same spread in both classes (a frame's distribution does not tell the speed)
+    def angles(label, frame):
+        out = []
+        for i in range(200):
+            v = synthetic.render(label, np.random.default_rng([6, i]), frames=32, size=36)
+            bright = v[frame].astype(float).sum(axis=2)
+            ys, xs = np.nonzero(bright > np.percentile(bright, 97))
+            out.append(np.arctan2(ys.mean() - 18, xs.mean() - 18))
+        return np.sort(np.mod(out, 2 * np.pi))
+
+    for frame in (0, 5):
+        a, b = angles(slow_label, frame), angles(fast_label, frame)
+        grid = np.linspace(0, 2 * np.pi, 9)[1:-1]  # the two empirical CDFs agree everywhere
+        gap = np.abs(np.searchsorted(a, grid) - np.searchsorted(b, grid)).max() / 200
+        assert gap < 0.15, (frame, gap)
+    with pytest.raises(ValueError, match="coprime"):
+        synthetic.render(fast_label, np.random.default_rng(0), frames=30, size=36)
+
+
+@pytest.mark.parametrize("forward, backward", synthetic.VARIED_ORDER_PAIRS)
+def test_the_varied_speed_pair_is_one_clip_played_backwards_at_many_speeds(forward, backward):
+    drifts = []
+    for i in range(6):
+        a = synthetic.render(forward, np.random.default_rng([8, i]), frames=20, size=36)
+        b = synthetic.render(backward, np.random.default_rng([8, i]), frames=20, size=36)
+        np.testing.assert_array_equal(b, a[::-1])
+        assert not np.array_equal(a, a[::-1])
+        drifts.append(np.random.default_rng([8, i]).uniform(*synthetic.VARIED_SPEED))
+    assert max(drifts) / min(drifts) > 1.5  # the speed varies from clip to clip
 
 
 def test_the_synthetic_set_is_jpeg_frames_by_default_and_remade_for_another_storage(tmp_path):

@@ -511,3 +511,42 @@ def test_tin_offsets_receive_gradients_and_move_in_a_short_training_run():
     assert isinstance(offsets_moved(stats)[0], bool) and "→" in offsets_moved(stats)[1]
     fig = offset_histograms(after)
     assert len([ax for ax in fig.axes if ax.has_data()]) == len(after) == 8
+
+
+def test_the_tpn_neck_follows_its_trunk_and_the_yaml_can_widen_it():
+    """ResNet-50 (res4 1024, res5 2048) keeps the zoo's neck; the synthetic R18 of width 16
+    (64, 128) gets one as narrow; model.tpn_channels / tpn_fusion_channels override."""
+    zoo = M.build(C.load("tpn-tsm_imagenet-pretrained-r50_8xb8-1x1x8-150e_sthv1-rgb"))
+    assert zoo.backbone.stage_channels[2:] == (1024, 2048)
+    assert zoo.neck.temporal[0].out_channels == 1024 and zoo.neck.out_channels == 2048
+    assert zoo.head.fc.in_features == 2048
+    small = M.build(C.load("tpn_tsm_r18_synthetic"))
+    assert small.backbone.stage_channels[2:] == (64, 128)
+    assert small.neck.temporal[0].out_channels == 64 and small.neck.out_channels == 128
+    assert small.neck.aux_head.fc.in_features == 128 and small.head.fc.in_features == 128
+    wide = M.build(C.load("tpn_tsm_r18_synthetic",
+                          ["model.tpn_channels=96", "model.tpn_fusion_channels=160"]))  # fmt: skip
+    assert wide.neck.temporal[0].out_channels == 96 and wide.head.fc.in_features == 160
+    assert M.count_parameters(small) < M.count_parameters(wide) < 2_000_000
+    with pytest.raises(C.ConfigError, match="model.tpn_channels"):
+        C.load("tpn_tsm_r18_synthetic", ["model.tpn_channels=0"])
+    small.train()
+    scores, aux = small(torch.randn(2, 8, 3, 32, 32), torch.tensor([0, 5]))
+    assert scores.shape == (2, 12) and aux.item() > 0
+
+
+def test_the_probe_reads_tpn_aux_head_and_levels():
+    from vidtempo.models.diagnostics import TemporalProbe
+
+    torch.manual_seed(0)
+    model = M.build(C.load("tpn_tsm_r18_synthetic")).train()
+    probe = TemporalProbe(model)
+    probe.start()
+    x, y = torch.randn(4, 8, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    _, aux = model(x, y)
+    stats = probe.stop()
+    assert stats["tpn/aux_loss"] == pytest.approx(aux.item() / 0.5, rel=1e-5)
+    assert 0 <= stats["tpn/aux_top1"] <= 100
+    assert sorted(k for k in stats if "level_rms" in k) == [
+        f"tpn/level_rms/{w}{i}" for w in ("bu", "td") for i in (0, 1)]
+    assert all(stats[k] > 0 for k in stats if "level_rms" in k)

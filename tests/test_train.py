@@ -3,13 +3,11 @@ Train runs on the synthetic dataset (failure + retry, re-submission, `ray job su
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -292,21 +290,29 @@ def tiny(tmp_path, *extra):
 
 
 def flaky_loop(job: dict) -> None:
-    """The real loop; on its first attempt, worker 1 raises in the middle of epoch 2."""
+    """The real loop; on its first attempt, worker 1 raises in the middle of epoch 2 (at a
+    fixed step of its batch stream, so that the failure lands there however fast the steps
+    run: the workers' gradients are all-reduced every step, so rank 0 has then written its
+    progress after epoch 1)."""
     import ray.train
 
+    from vidtempo.train import loop
+
+    real = loop.epoch_batches
     if ray.train.get_context().get_world_rank() == 1 and ray.train.get_checkpoint() is None:
-        target = threading.get_ident()
+        at = job["steps_per_epoch"] + max(1, job["steps_per_epoch"] // 2)
 
-        def strike():
-            while ckpt.read_progress(job["run_dir"])["epochs_done"] < 1:
-                time.sleep(0.05)
-            time.sleep(0.5)
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(target), ctypes.py_object(RuntimeError))  # fmt: skip
+        def failing(*args, **kwargs):
+            for i, batch in enumerate(real(*args, **kwargs)):
+                if i == at:
+                    raise RuntimeError("injected: worker 1 fails in the middle of epoch 2")
+                yield batch
 
-        threading.Thread(target=strike, daemon=True).start()
-    train_loop_per_worker(job)
+        loop.epoch_batches = failing
+    try:
+        train_loop_per_worker(job)
+    finally:
+        loop.epoch_batches = real
 
 
 def _register_by_value():
@@ -345,6 +351,29 @@ def _runs_named(uri, name):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("test")
     return client.search_runs([exp.experiment_id], f"tags.`vidtempo.run_name` = '{name}'")
+
+
+@pytest.mark.ray
+def test_tpn_trains_at_the_synthetic_scale_and_logs_its_diagnostics(ray_session, synthetic_data,
+                                                                    tmp_path):  # fmt: skip
+    """tpn_tsm_r18_synthetic (the neck as narrow as its R18 trunk) trains on Ray; every epoch
+    its auxiliary head's loss and accuracy and its levels' size entering the fusions go to
+    MLflow, as TIN's offsets and TAM's asymmetry do."""
+    from vidtempo.train.run import fit
+
+    cfg = config.load("tpn_tsm_r18_synthetic", [
+        "train.epochs=2", "train.min_steps=null", "run.batch_per_worker=4",
+        f"run.storage_path={tmp_path / 'runs'}",
+        f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test"])  # fmt: skip
+    res = fit(cfg, synthetic_data, name="tpn")
+    uri = res["mlflow_uri"]
+    keys = ["tpn/aux_loss", "tpn/aux_top1", *(f"tpn/level_rms/{w}{i}" for w in ("td", "bu")
+                                               for i in (0, 1))]  # fmt: skip
+    for key in keys:
+        history = tracking.metric_history(uri, res["mlflow_run_id"], key)
+        assert sorted(s for s, _ in history) == [1, 2], key
+        assert all(v >= 0 for _, v in history), key
+    assert 0 < res["metrics"]["tpn/aux_loss"] < 10 and "test/top1:2x1" in res["metrics"]
 
 
 @pytest.mark.ray

@@ -277,6 +277,9 @@ def add_prepare(sub) -> None:
     ps.add_argument("--videos-per-shard", type=int, default=64)
     ps.add_argument("--storage", choices=["frames", "video"], default="frames",
                     help="JPEG frames (default: cheapest to decode) or the lossless H.264 videos")
+    ps.add_argument("--tempo", action="store_true",
+                    help="16 classes: the demo's 12 and the tempo classes (a dot circling slowly "
+                         "or fast; stripes drifting right or left at a random speed)")  # fmt: skip
     add_prepare_ray(ps)
     ps.set_defaults(func=cmd_prepare, errors=("data", "os"))
 
@@ -305,7 +308,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                                               args.seed, workers, ray_address=args.ray,
                                               decode_resource=args.decode_on,
                                               videos_per_shard=args.videos_per_shard,
-                                              storage_kind=args.storage)  # fmt: skip
+                                              storage_kind=args.storage,
+                                              classes=16 if args.tempo else 12)  # fmt: skip
     else:
         opts = Options(out=args.out, dataset=args.dataset, split=args.split,
                        short_side=args.short_side, videos_per_shard=args.videos_per_shard,
@@ -679,8 +683,10 @@ def add_bench_prepare(bsub) -> None:
 def add_bench_temporal(bsub) -> None:
     from vidtempo.bench.temporal import RECIPES, SEEDS
 
-    bt = bsub.add_parser("temporal", help="TSN/TSM/TIN/TANet on the synthetic temporal set over "
-                         "several seeds: temporal-order pairs vs appearance-only classes")  # fmt: skip
+    bt = bsub.add_parser("temporal", help="TSN/TSM/TIN/TANet/TPN-TSM on the synthetic temporal "
+                         "set with its tempo classes over several seeds: accuracy on the order "
+                         "pairs, the tempo pair, the varied-speed order pair and the appearance "
+                         "classes")  # fmt: skip
     bt.add_argument("--workdir", default="bench/temporal", help="where the data and runs go")
     bt.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="run.seed values")
     bt.add_argument("--only", nargs="+", default=None, choices=list(RECIPES), help="a subset")

@@ -53,6 +53,10 @@ class ModelConfig:
     partial_bn: bool = False  # True: freeze every BN but the first (original TIN recipe)
     aux_loss_weight: float = 0.0  # TPN auxiliary head on res4 (0.5 in every TPN recipe)
     fcn_test: bool = False  # TPN: classify every test view fully convolutionally
+    # TPN's widths, derived from the trunk when null: the temporal modulation res5 / 2 channels
+    # (1024 on a ResNet-50) and the level and pyramid fusions res5 channels (2048)
+    tpn_channels: int | None = None
+    tpn_fusion_channels: int | None = None
     # how test views are averaged: softmax then mean ("prob"), mean of logits ("score"), or
     # "none" (0.x configs: the views' raw scores are averaged without a softmax)
     average_clips: Literal["prob", "score", "none"] = "prob"
@@ -388,6 +392,10 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
         ("model.dropout", m.dropout, 0 <= m.dropout < 1, "in [0, 1)"),
         ("model.init_std", m.init_std, m.init_std > 0, "> 0"),
         ("model.aux_loss_weight", m.aux_loss_weight, m.aux_loss_weight >= 0, ">= 0"),
+        ("model.tpn_channels", m.tpn_channels, m.tpn_channels is None or m.tpn_channels >= 1,
+         ">= 1 or null"),
+        ("model.tpn_fusion_channels", m.tpn_fusion_channels,
+         m.tpn_fusion_channels is None or m.tpn_fusion_channels >= 1, ">= 1 or null"),
         ("optim.lr", o.lr, o.lr > 0, "> 0"),
         ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
         ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),

@@ -44,14 +44,15 @@ def _mean(values: list[float | None]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def prepare(workdir: Path, videos_per_class: dict[str, int] | None = None) -> Path:
+def prepare(workdir: Path, videos_per_class: dict[str, int] | None = None,
+            classes: int = len(synthetic.CLASSES)) -> Path:  # fmt: skip
     """The demo's synthetic dataset under `workdir`/data (made once, and again when the
-    generator or its settings changed)."""
+    generator or its settings changed); with classes=16, the tempo classes too."""
     data = workdir / "data"
     per_class = videos_per_class or VIDEOS_PER_CLASS
-    if not all(synthetic_ready(data, per_class, FRAMES, SIZE, seed=0).values()):
+    if not all(synthetic_ready(data, per_class, FRAMES, SIZE, seed=0, classes=classes).values()):
         print(f"generating the synthetic temporal dataset in {data} ...", flush=True)
-        prepare_synthetic(data, per_class, FRAMES, SIZE, seed=0, workers=2)
+        prepare_synthetic(data, per_class, FRAMES, SIZE, seed=0, workers=2, classes=classes)
     return data
 
 

@@ -1,11 +1,17 @@
 """`vidtempo bench temporal`: does each temporal model learn what frame averaging cannot?
 
-TSN, TSM, TIN and TANet, each with its synthetic recipe (jobs/configs/synthetic/), trained on the
-demo's synthetic temporal dataset with several seeds (`run.seed`: initialisation, the order of
-the clips and their augmentation). Per model: the accuracy on the temporal-order pairs (mean and
-min over the seeds; TSN can only be at chance there), on the appearance-only classes, val/top1,
-whether TIN's offsets moved, and minutes per run. Every run is an MLflow run of the experiment
-`bench-temporal`.
+TSN, TSM, TIN, TANet and TPN-TSM, each with its synthetic recipe (jobs/configs/synthetic/),
+trained on the synthetic temporal dataset with its tempo classes (16 classes) over several seeds
+(`run.seed`: initialisation, the order of the clips and their augmentation). Per model and class
+family (vidtempo.data.synthetic), the test accuracy over the seeds (mean and min):
+
+    order        the five temporal-order pairs (a clip and its reverse): TSN can only be at chance
+    tempo        the circling dot, slow or fast (the same frames, reordered): TSN at chance too
+    varied order stripes drifting right or left at a random speed (0.5x–3x)
+    appearance   the two still shapes: every model should get them
+
+plus val/top1, whether TIN's offsets moved, and minutes per run. Every run is an MLflow run of the
+experiment `bench-temporal` (TPN's auxiliary head and levels among its metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from vidtempo import config as C
 from vidtempo.bench import emit
+from vidtempo.data import synthetic
 from vidtempo.machine import cpu_name
 
 RECIPES = {
@@ -23,8 +30,25 @@ RECIPES = {
     "TSM": "tsm_r18_synthetic",
     "TIN": "tin_r18_synthetic",
     "TANet": "tanet_r18_synthetic",
+    "TPN-TSM": "tpn_tsm_r18_synthetic",
 }
 SEEDS = (0, 1, 2)
+FAMILIES = {
+    "order": [c for pair in synthetic.TEMPORAL_PAIRS for c in pair],
+    "tempo": [c for pair in synthetic.TEMPO_PAIRS for c in pair],
+    "varied order": [c for pair in synthetic.VARIED_ORDER_PAIRS for c in pair],
+    "appearance": synthetic.APPEARANCE_CLASSES,
+}
+CLASSES = len(synthetic.ALL_CLASSES)
+
+
+def family_accuracy(per_class: list[float | None]) -> dict[str, float]:
+    """Family → mean per-class test top-1 over its classes."""
+    out = {}
+    for family, classes in FAMILIES.items():
+        values = [per_class[c] for c in classes if per_class[c] is not None]
+        out[family] = sum(values) / len(values) if values else float("nan")
+    return out
 
 
 def run(workdir: str, seeds: tuple[int, ...] = SEEDS, only: list[str] | None = None,
@@ -37,15 +61,16 @@ def run(workdir: str, seeds: tuple[int, ...] = SEEDS, only: list[str] | None = N
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise C.ConfigError(f"unknown model(s) {unknown}: choose from {list(RECIPES)}")
-    data = demo.prepare(workdir)
+    data = demo.prepare(workdir, classes=CLASSES)
     stamp = time.strftime("%H%M%S")
     out = {"benchmark": "temporal", "device": cpu_name(), "seeds": list(seeds),
-           "overrides": list(overrides or []), "data": demo.VIDEOS_PER_CLASS, "runs": []}  # fmt: skip
+           "overrides": list(overrides or []), "data": demo.VIDEOS_PER_CLASS,
+           "classes": CLASSES, "runs": []}  # fmt: skip
     for model in names:
         for seed in seeds:
             cfg = C.load(RECIPES[model], [
-                *(overrides or []), f"run.seed={seed}", "run.experiment=bench-temporal",
-                f"run.storage_path={workdir / 'runs'}"])  # fmt: skip
+                f"model.num_classes={CLASSES}", *(overrides or []), f"run.seed={seed}",
+                "run.experiment=bench-temporal", f"run.storage_path={workdir / 'runs'}"])  # fmt: skip
             t = time.perf_counter()
             res = fit(cfg, data, name=f"temporal-{model.lower()}-s{seed}-{stamp}")
             per_class = json.loads(tracking.load_text(
@@ -53,10 +78,10 @@ def run(workdir: str, seeds: tuple[int, ...] = SEEDS, only: list[str] | None = N
             m = res["metrics"]
             out["runs"].append({
                 "model": model, "config": cfg.name, "seed": seed,
-                "pairs_top1": demo.pairs_accuracy(per_class),
-                "still_top1": demo.appearance_accuracy(per_class),
+                "families": family_accuracy(per_class),
                 "val_top1": m.get("val/top1", float("nan")),
                 "offsets": demo.offsets_column(m),
+                "tpn_aux_top1": m.get("tpn/aux_top1"),
                 "minutes": (time.perf_counter() - t) / 60,
                 "mlflow_run_id": res["mlflow_run_id"], "per_class_top1": per_class,
             })  # fmt: skip
@@ -65,44 +90,41 @@ def run(workdir: str, seeds: tuple[int, ...] = SEEDS, only: list[str] | None = N
 
 
 def summarise(runs: list[dict]) -> dict[str, dict]:
-    """Per model: pairs and appearance accuracy over the seeds (mean, min, max), mean val/top1
-    and minutes per run."""
+    """Per model: each family's accuracy over the seeds (mean, min, max), mean val/top1 and
+    minutes per run."""
     import numpy as np
 
     summary = {}
     for model in dict.fromkeys(r["model"] for r in runs):
         rs = [r for r in runs if r["model"] == model]
-        pairs = [r["pairs_top1"] for r in rs]
-        still = [r["still_top1"] for r in rs]
-        summary[model] = {
-            "seeds": len(rs),
-            "pairs_mean": float(np.mean(pairs)), "pairs_min": min(pairs), "pairs_max": max(pairs),
-            "still_mean": float(np.mean(still)), "still_min": min(still),
-            "val_mean": float(np.mean([r["val_top1"] for r in rs])),
-            "minutes": float(np.mean([r["minutes"] for r in rs])),
-            "offsets": "; ".join(r["offsets"] for r in rs if r["offsets"] != "-") or "-",
-        }  # fmt: skip
+        s = {"seeds": len(rs), "val_mean": float(np.mean([r["val_top1"] for r in rs])),
+             "minutes": float(np.mean([r["minutes"] for r in rs])),
+             "offsets": "; ".join(r["offsets"] for r in rs if r["offsets"] != "-") or "-"}  # fmt: skip
+        for family in FAMILIES:
+            values = [r["families"][family] for r in rs]
+            s[family] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
+        summary[model] = s
     return summary
 
 
 def table(r: dict) -> str:
     seeds = ", ".join(map(str, r["seeds"]))
     sets = f", --set {' '.join(r['overrides'])}" if r["overrides"] else ""
-    lines = [f"seeds {seeds}{sets}; {r['device']}", "",
-             "| model | pairs top1 mean | pairs min | pairs max | still top1 mean | still min | "
-             "val/top1 mean | min / run | TIN offsets |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    fams = list(FAMILIES)
+    lines = [f"seeds {seeds}{sets}; {r['classes']} classes; {r['device']}", "",
+             "| model | " + " | ".join(f"{f} mean | {f} min" for f in fams)
+             + " | val/top1 mean | min / run | TIN offsets |",
+             "|---|" + "---:|---:|" * len(fams) + "---:|---:|---|"]  # fmt: skip
     for model, s in r["summary"].items():
-        lines.append(
-            f"| {model} | {s['pairs_mean']:.1f} | {s['pairs_min']:.1f} | {s['pairs_max']:.1f} | "
-            f"{s['still_mean']:.1f} | {s['still_min']:.1f} | {s['val_mean']:.1f} | "
-            f"{s['minutes']:.1f} | {s['offsets']} |"
-        )
-    lines += ["", "| model | seed | pairs top1 | still top1 | val/top1 | minutes |",
-              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        cells = [f"{s[f]['mean']:.1f} | {s[f]['min']:.1f}" for f in fams]
+        lines.append(f"| {model} | " + " | ".join(cells)
+                     + f" | {s['val_mean']:.1f} | {s['minutes']:.1f} | {s['offsets']} |")  # fmt: skip
+    lines += ["", "| model | seed | " + " | ".join(fams) + " | val/top1 | minutes |",
+              "|---|---:|" + "---:|" * len(fams) + "---:|---:|"]  # fmt: skip
     for run in r["runs"]:
-        lines.append(f"| {run['model']} | {run['seed']} | {run['pairs_top1']:.1f} | "
-                     f"{run['still_top1']:.1f} | {run['val_top1']:.1f} | {run['minutes']:.1f} |")  # fmt: skip
+        cells = " | ".join(f"{run['families'][f]:.1f}" for f in fams)
+        lines.append(f"| {run['model']} | {run['seed']} | {cells} | {run['val_top1']:.1f} | "
+                     f"{run['minutes']:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -68,17 +68,19 @@ SYNTHETIC_STORAGE = "frames"
 
 def synthetic_ready(out, videos_per_class: dict[str, int], frames: int, size: int,
                     seed: int, raw: str | Path | None = None,
-                    storage_kind: str = SYNTHETIC_STORAGE) -> dict[str, bool]:  # fmt: skip
+                    storage_kind: str = SYNTHETIC_STORAGE,
+                    classes: int = len(synthetic.CLASSES)) -> dict[str, bool]:  # fmt: skip
     """Split → whether out/<split> holds the synthetic split these settings make (this
-    generator version, this storage, every video converted)."""
-    current = synthetic.is_current(raw or raw_dir(out, frames, size, seed), frames, size, seed)
+    generator version and class set, this storage, every video converted)."""
+    current = synthetic.is_current(raw or raw_dir(out, frames, size, seed), frames, size, seed,
+                                   classes)  # fmt: skip
     ready = {}
     for split, n in videos_per_class.items():
         data = storage.read_bytes(storage.join(out, split, MANIFEST))
         made = json.loads(data) if data else {}
         count = made.get("num_videos", 0) + made.get("num_quarantined", 0)
         same = made.get("storage") == storage_kind
-        ready[split] = current and same and count == n * len(synthetic.CLASSES)
+        ready[split] = current and same and count == n * classes
     return ready
 
 
@@ -107,25 +109,28 @@ def upload(folder: Path, to: str) -> str:
 def prepare_synthetic(out, videos_per_class: dict[str, int] | None = None, frames: int = 32,
                       size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True,
                       ray_address: str | None = None, decode_resource: str | None = None,
-                      videos_per_shard: int = 64, storage_kind: str = SYNTHETIC_STORAGE) -> dict:  # fmt: skip
+                      videos_per_shard: int = 64, storage_kind: str = SYNTHETIC_STORAGE,
+                      classes: int = len(synthetic.CLASSES)) -> dict:  # fmt: skip
     """Generate the synthetic temporal dataset and convert each split to out/<split> (a folder
     or a URI), as JPEG frames or (storage_kind="video") the generator's lossless H.264. A
-    split made by another generator version or with other settings is made again."""
+    split made by another generator version or with other settings is made again. `classes`:
+    12 (the demo's set) or 16 (with the tempo classes, vidtempo.data.synthetic)."""
     out = storage.normalize(out)
     per_class = videos_per_class or {"train": 24, "val": 8}
     raw = raw_dir(out, frames, size, seed)
-    made = synthetic_ready(out, per_class, frames, size, seed, raw, storage_kind)
+    made = synthetic_ready(out, per_class, frames, size, seed, raw, storage_kind, classes)
     for split, ready in made.items():
         if not ready:
             storage.delete_tree(storage.join(out, split))
-    lists = synthetic.generate(raw, per_class, frames, size, seed, workers)
+    lists = synthetic.generate(raw, per_class, frames, size, seed, workers, classes)
     videos = str(raw / "videos")
     if storage.is_uri(out):  # where every node of a cluster reads them
         videos = upload(raw / "videos", storage.join(out, "raw", "videos"))
     manifests = {}
     for split, list_file in lists.items():
         opts = conv.Options(out=storage.join(out, split), dataset="synthetic", split=split,
-                            storage=storage_kind, workers=workers, classes=list(synthetic.CLASSES),
+                            storage=storage_kind, workers=workers,
+                            classes=synthetic.ALL_CLASSES[:classes],
                             progress=progress, videos_per_shard=videos_per_shard)  # fmt: skip
         manifests[split] = prepare_videos(list_file, videos, opts, ray_address=ray_address,
                                           decode_resource=decode_resource)  # fmt: skip

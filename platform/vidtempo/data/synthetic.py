@@ -14,7 +14,18 @@ model (TSM, TIN, TANet, TPN) can tell them apart. Five families of pairs:
     texture flow  a full-frame texture expanding / contracting (no object, no edge)
 
 and two appearance-only classes (a still ring, a still cross: shapes no other class shows) that any
-model, TSN included, should get right.
+model, TSN included, should get right. These twelve (`CLASSES`) are the demo's set.
+
+Four more classes (`TEMPO_CLASSES`, labels 12–15; `generate(..., classes=16)`) are about speed:
+
+    tempo          a dot circling once per clip / three times per clip. The fast clip is the
+                   slow clip's frames reordered (frame k of the fast clip is frame 3k mod T of
+                   the slow one, T coprime with 3): the circle's starting angle is uniform, so
+                   every frame has the same distribution in both classes, and the two clips hold
+                   the very same frames; only how far the dot moves from frame to frame differs.
+    varied order   stripes drifting right / left at a random speed, 0.5x–3x of a base rate
+                   (0.35–2.1 stripe periods per clip): an order pair whose speed varies, the case
+                   TPN's temporal pyramid was designed for; "left" is "right" played backwards.
 """
 
 from __future__ import annotations
@@ -41,24 +52,46 @@ CLASSES = [
     "texture expanding",
     "texture contracting",  # = class 10 played backwards
 ]
-TEMPORAL_PAIRS = [(0, 1), (2, 3), (4, 5), (8, 9), (10, 11)]
+TEMPO_CLASSES = [
+    "dot circling slowly",
+    "dot circling fast",  # = class 12's frames reordered: three turns per clip instead of one
+    "stripes drifting right at a random speed",
+    "stripes drifting left at a random speed",  # = class 14 played backwards
+]
+ALL_CLASSES = CLASSES + TEMPO_CLASSES
+TEMPORAL_PAIRS = [(0, 1), (2, 3), (4, 5), (8, 9), (10, 11)]  # the order pairs
 APPEARANCE_CLASSES = [6, 7]
-BACKWARDS = {b: a for a, b in TEMPORAL_PAIRS}  # class → the class it is the reverse of
+TEMPO_PAIRS = [(12, 13)]
+VARIED_ORDER_PAIRS = [(14, 15)]
+BACKWARDS = {b: a for a, b in TEMPORAL_PAIRS + VARIED_ORDER_PAIRS}  # class → its forward class
+FASTER = {b: a for a, b in TEMPO_PAIRS}  # class → the class whose frames it reorders
+FAST_TURNS = 3  # turns per clip of the fast circling dot (the slow one makes one)
+VARIED_SPEED = (0.5, 3.0)  # the varied-order stripes' speed, times STRIPE_RATE
+STRIPE_RATE = 0.7  # stripe periods per clip at 1x: at 3x, 8 of 32 frames still step < 1/2 period
 # Bumped whenever a class renders differently: clips and shards of another version (or of other
 # frames/size/seed) are made again instead of being reused under the new class names.
 GENERATOR_VERSION = 4
 STAMP = "generator.json"
 
 
-def stamp(frames: int, size: int, seed: int) -> dict:
-    return {"version": GENERATOR_VERSION, "classes": CLASSES, "frames": frames, "size": size,
-            "seed": seed}  # fmt: skip
+def stamp(frames: int, size: int, seed: int, classes: int = len(CLASSES)) -> dict:
+    return {"version": GENERATOR_VERSION, "classes": ALL_CLASSES[:classes], "frames": frames,
+            "size": size, "seed": seed}  # fmt: skip
 
 
-def is_current(root: str | Path, frames: int, size: int, seed: int) -> bool:
+def is_current(root: str | Path, frames: int, size: int, seed: int,
+               classes: int = len(CLASSES)) -> bool:  # fmt: skip
     """Were the clips under root made by this generator with these settings?"""
     path = Path(root) / STAMP
-    return path.exists() and json.loads(path.read_text()) == stamp(frames, size, seed)
+    return path.exists() and json.loads(path.read_text()) == stamp(frames, size, seed, classes)
+
+
+def fast_order(frames: int, turns: int = FAST_TURNS) -> np.ndarray:
+    """Frame k of the fast clip is frame turns·k mod frames of the slow one: with `turns`
+    coprime with `frames`, a reordering of the same frames that goes round `turns` times."""
+    if np.gcd(turns, frames) != 1:
+        raise ValueError(f"the tempo classes need a frame count coprime with {turns}, got {frames}")
+    return (turns * np.arange(frames)) % frames
 
 
 def _canvas(rng, frames, size):
@@ -140,12 +173,39 @@ def _texture_flow(video, rng, color, t):
         video[i] = np.clip(dark + (color - dark) * mix + rng.normal(0, 4, size=mix.shape), 0, 255)
 
 
+def _circling_dot(video, rng, color, t):
+    """A dot going once round a circle about the centre, clockwise, from a uniformly random
+    starting angle (the last frame is one step short of the first: the motion wraps around)."""
+    frames, size = video.shape[:2]
+    start = rng.uniform(0, 1)
+    radius, dot = rng.uniform(0.24, 0.3) * size, rng.uniform(0.09, 0.12) * size
+    for i in range(frames):
+        angle = 2 * np.pi * (start + i / frames)
+        _disc(video[i], size / 2 + radius * np.cos(angle), size / 2 + radius * np.sin(angle), dot,
+              color)  # fmt: skip
+
+
+def _drifting_stripes(video, rng, color, t):
+    """Vertical stripes drifting right at a random speed (VARIED_SPEED × STRIPE_RATE periods
+    per clip), from a random phase."""
+    frames, size = video.shape[:2]
+    period = rng.uniform(0.3, 0.45) * size
+    periods = rng.uniform(*VARIED_SPEED) * STRIPE_RATE  # the drift over the clip
+    phase = rng.uniform(0, 1)
+    dark = rng.uniform(20, 90, size=3)
+    xx = np.arange(size)[None, :, None] / period
+    for i in range(frames):
+        mix = 0.5 + 0.5 * np.cos(2 * np.pi * (xx - phase - periods * t[i]))
+        video[i] = np.clip(dark + (color - dark) * mix + rng.normal(0, 4, size=(size, size, 1)), 0, 255)
+
+
 def render(label: int, rng: np.random.Generator, frames: int = 32, size: int = 64) -> np.ndarray:
     """(frames, size, size, 3) uint8 for one clip of class `label`. A backwards class is its
-    forward class rendered from the same draws of `rng`, frames reversed."""
-    if not 0 <= label < len(CLASSES):
-        raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
-    forward = BACKWARDS.get(label, label)
+    forward class rendered from the same draws of `rng`, frames reversed; the fast circling dot
+    is the slow one rendered from the same draws, frames reordered (`fast_order`)."""
+    if not 0 <= label < len(ALL_CLASSES):
+        raise ValueError(f"label must be in [0, {len(ALL_CLASSES)}), got {label}")
+    forward = BACKWARDS.get(label, FASTER.get(label, label))
     video = _canvas(rng, frames, size)
     color = rng.uniform(150, 255, size=3) * rng.permutation([1.0, 0.6, 0.3])
     t = np.linspace(0, 1, frames)
@@ -169,6 +229,10 @@ def render(label: int, rng: np.random.Generator, frames: int = 32, size: int = 6
         _events(video, rng, color, t)
     elif forward == 10:
         _texture_flow(video, rng, color, t)
+    elif forward == 12:
+        _circling_dot(video, rng, color, t)
+    elif forward == 14:
+        _drifting_stripes(video, rng, color, t)
     else:
         cx, cy = rng.uniform(0.4, 0.6, size=2) * size
         extent = rng.uniform(0.28, 0.36) * size  # larger than the moving shapes, so the shape
@@ -178,8 +242,10 @@ def render(label: int, rng: np.random.Generator, frames: int = 32, size: int = 6
                 _ring(video[i], cx + jx, cy + jy, extent, color)
             else:
                 _cross(video[i], cx + jx, cy + jy, extent, color)
-    if forward != label:
+    if label in BACKWARDS:
         video = video[::-1]
+    elif label in FASTER:
+        video = video[fast_order(frames)]
     return np.ascontiguousarray(video.astype(np.uint8))
 
 
@@ -214,24 +280,28 @@ def generate(
     size: int = 64,
     seed: int = 0,
     workers: int = 1,
+    classes: int = len(CLASSES),
 ) -> dict[str, Path]:
     """Write videos/<split>/*.mp4, <split>_list.txt (`path label`) and classes.txt under root,
     rendering and encoding in `workers` processes. Returns the list file of each split. Every
-    clip is drawn from its own generator, seeded by (seed, split, label, index)."""
+    clip is drawn from its own generator, seeded by (seed, split, label, index). `classes`: the
+    first twelve (the demo's), or all sixteen with the tempo classes."""
+    if classes not in (len(CLASSES), len(ALL_CLASSES)):
+        raise ValueError(f"classes must be {len(CLASSES)} or {len(ALL_CLASSES)}, got {classes}")
     root = Path(root)
     per_class = videos_per_class or {"train": 24, "val": 8}
     lists = {}
-    if (root / "videos").exists() and not is_current(root, frames, size, seed):
+    if (root / "videos").exists() and not is_current(root, frames, size, seed, classes):
         shutil.rmtree(root / "videos")  # another generator's clips: not reusable
     root.mkdir(parents=True, exist_ok=True)
-    (root / STAMP).write_text(json.dumps(stamp(frames, size, seed)))
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (root / STAMP).write_text(json.dumps(stamp(frames, size, seed, classes)))
+    (root / "classes.txt").write_text("\n".join(ALL_CLASSES[:classes]) + "\n")
     jobs = []
     for s, (split, n) in enumerate(sorted(per_class.items())):
         folder = root / "videos" / split
         folder.mkdir(parents=True, exist_ok=True)
         lines = []
-        for label in range(len(CLASSES)):
+        for label in range(classes):
             for i in range(n):
                 name = f"{label}_{i:04d}.mp4"
                 if not (folder / name).exists():

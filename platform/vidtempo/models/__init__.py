@@ -63,9 +63,12 @@ def build_tanet(m: ModelConfig) -> nn.Module:
     return Recognizer2D(backbone, _tsm_head(m, backbone), m.num_segments, m.average_clips)
 
 
-def _tpn_parts(m: ModelConfig) -> tuple[TPN, TPNHead]:
-    neck = TPN((1024, 2048), 1024, m.num_segments, m.num_classes, m.aux_loss_weight)
-    head = TPNHead(2048, m.num_classes, m.dropout, m.init_std, m.fcn_test)
+def _tpn_parts(m: ModelConfig, stage_channels: tuple[int, ...]) -> tuple[TPN, TPNHead]:
+    """The neck on res4 and res5 of a trunk with these stage widths (ResNet-50: 1024, 2048),
+    as wide as the trunk unless model.tpn_channels / tpn_fusion_channels say otherwise."""
+    neck = TPN(tuple(stage_channels[2:4]), m.tpn_channels, m.num_segments, m.num_classes,
+               m.aux_loss_weight, m.tpn_fusion_channels)  # fmt: skip
+    head = TPNHead(neck.out_channels, m.num_classes, m.dropout, m.init_std, m.fcn_test)
     return neck, head
 
 
@@ -75,13 +78,14 @@ def build_tpn_tsm(m: ModelConfig) -> nn.Module:
         m, temporal=lambda cin, planes, i: TemporalShift(m.num_segments, m.shift_div),
         out_indices=(2, 3),
     )  # fmt: skip
-    neck, head = _tpn_parts(m)
+    neck, head = _tpn_parts(m, backbone.stage_channels)
     return Recognizer2D(backbone, head, m.num_segments, m.average_clips, neck=neck)
 
 
 def build_tpn_slowonly(m: ModelConfig) -> nn.Module:
     """TPN on SlowOnly-R50 (3D; res4 and res5 inflated 3x1x1)."""
-    neck, head = _tpn_parts(m)
+    # the neck first, then the trunk: the order a seeded initialisation has always drawn them in
+    neck, head = _tpn_parts(m, ResNet3dSlowOnly.stage_channels)
     return Recognizer3D(ResNet3dSlowOnly(m.depth), head, m.average_clips, neck=neck)
 
 

@@ -1,4 +1,4 @@
-"""What the temporal modules did: TIN's offsets and gates, TAM's temporal kernels.
+"""What the temporal modules did: TIN's offsets and gates, TAM's temporal kernels, TPN's levels.
 
     probe = TemporalProbe(model)       # forward hooks on the modules' own sub-networks
     probe.start()                      # ... training steps ...
@@ -17,6 +17,11 @@ Statistics are summed on the device (no synchronisation per step) and averaged p
 - `tam/asymmetry/<stage>`: mean |k[0] − k[K−1]| of TAM's per-video, per-channel temporal kernels
   (softmax, K = 3 taps). A symmetric kernel treats the past and the future alike and cannot
   tell a motion from its reverse; 0 = symmetric, 1 = all weight on one side.
+- `tpn/aux_loss`, `tpn/aux_top1`: TPN's auxiliary head on res4 (training steps only): its
+  cross-entropy (before the loss weight) and its accuracy on the training clips.
+- `tpn/level_rms/<td|bu><i>`: the root-mean-square of level i's features as they enter TPN's
+  top-down and bottom-up level fusions (after the temporal modulation): how much each level of
+  the pyramid puts into the fusion.
 
 With `start(collect=True)` the probe also keeps every video's offsets per TIN block, for
 `offset_histograms`.
@@ -32,6 +37,7 @@ from torch import nn
 
 from vidtempo.models.tam import TAM
 from vidtempo.models.tin import OFFSET_INIT, TemporalInterlace
+from vidtempo.models.tpn import TPN
 
 _STAGE = re.compile(r"layer\d+")
 
@@ -62,7 +68,45 @@ class TemporalProbe:
                 self._handles.append(
                     mod.global_branch.register_forward_hook(self._hook(name, "kernel"))
                 )
+            elif isinstance(mod, TPN):
+                self._watch_tpn(mod)
         self._reset()
+
+    def _watch_tpn(self, neck: TPN) -> None:
+        labels: list[torch.Tensor] = []  # the aux head's labels, read by its fc's hook
+
+        def aux_in(module, inputs):
+            labels[:] = [inputs[1]]
+
+        def aux_out(module, inputs, output):
+            self._add("tpn", "aux_loss", output.detach().float().reshape(1) / module.loss_weight)
+
+        def aux_fc(module, inputs, output):
+            if labels:
+                self._add("tpn", "aux_correct", (output.detach().argmax(1) == labels[0]).float())
+
+        def levels(which: str):
+            def hook(module, inputs):
+                for i, x in enumerate(inputs[0]):
+                    rms = x.detach().float().pow(2).mean(dim=tuple(range(1, x.dim()))).sqrt()
+                    self._add("tpn", f"level:{which}{i}", rms)
+
+            return hook
+
+        if neck.aux_head is not None:
+            self._handles += [neck.aux_head.register_forward_pre_hook(aux_in),
+                              neck.aux_head.register_forward_hook(aux_out),
+                              neck.aux_head.fc.register_forward_hook(aux_fc)]  # fmt: skip
+        self._handles += [neck.level_fusion_td.register_forward_pre_hook(levels("td")),
+                          neck.level_fusion_bu.register_forward_pre_hook(levels("bu"))]  # fmt: skip
+
+    def _add(self, block: str, kind: str, v: torch.Tensor) -> None:
+        """Add the values `v` to the running sums of (block, kind), while started."""
+        if not self._active:
+            return
+        acc = self.sums.get((block, kind))
+        stats = [v.sum(), (v * v).sum(), float(v.numel())]  # the count needs no device
+        self.sums[block, kind] = stats if acc is None else [a + s for a, s in zip(acc, stats)]
 
     def __bool__(self) -> bool:
         return bool(self._handles)
@@ -83,9 +127,7 @@ class TemporalProbe:
                 v = v.abs()
             elif kind == "kernel":  # (B*C, K) softmax taps
                 v = (v[:, 0] - v[:, -1]).abs()
-            acc = self.sums.get((block, kind))
-            stats = [v.sum(), (v * v).sum(), float(v.numel())]  # the count needs no device
-            self.sums[block, kind] = stats if acc is None else [a + s for a, s in zip(acc, stats)]
+            self._add(block, kind, v)
 
         return hook
 
@@ -111,8 +153,14 @@ class TemporalProbe:
                 out[f"tin/offset_abs/{stage}"] = mean
             elif kind == "gate":
                 out[f"tin/gate_std/{stage}"] = max(s2 / n - mean * mean, 0.0) ** 0.5
-            else:
+            elif kind == "kernel":
                 out[f"tam/asymmetry/{stage}"] = mean
+            elif kind == "aux_loss":
+                out["tpn/aux_loss"] = mean
+            elif kind == "aux_correct":
+                out["tpn/aux_top1"] = 100 * mean
+            else:  # level:td0, …
+                out[f"tpn/level_rms/{kind.split(':', 1)[1]}"] = mean
         return out
 
     def collected_offsets(self) -> dict[str, torch.Tensor]:

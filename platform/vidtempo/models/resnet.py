@@ -136,6 +136,8 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         inplanes, index = width, 0
         stage_planes = (width, 2 * width, 4 * width, 8 * width)
+        # each stage's output channels (res2 … res5): what a neck on this trunk is fed
+        self.stage_channels = tuple(p * block.expansion for p in stage_planes)
         for i, (blocks, planes) in enumerate(zip(STAGES[depth], stage_planes)):
             layers = []
             for b in range(blocks):

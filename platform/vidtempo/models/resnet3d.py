@@ -37,6 +37,8 @@ class Bottleneck3d(nn.Module):
 
 
 class ResNet3dSlowOnly(nn.Module):
+    stage_channels = (256, 512, 1024, 2048)  # each stage's output channels (Bottleneck × 4)
+
     def __init__(
         self,
         depth: int = 50,
