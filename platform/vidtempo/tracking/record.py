@@ -111,15 +111,11 @@ def start_run(cfg: Config, run_name: str, uri: str, tags: dict[str, str] | None 
     from mlflow.entities import Param, RunTag
 
     c = client(uri)
-    source, diff = lineage.collect()
-    all_tags = {"mlflow.runName": run_name, "vidtempo.run_name": run_name,
-                "vidtempo.config": cfg.name, "mlflow.note.content": describe(cfg),
-                **source, **zoo_tags(cfg), **(tags or {})}  # fmt: skip
+    all_tags = {"vidtempo.config": cfg.name, "mlflow.note.content": describe(cfg),
+                **zoo_tags(cfg), **(tags or {})}  # fmt: skip
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run_id = c.create_run(experiment_id(uri, cfg.run.experiment), tags=all_tags).info.run_id
-    if diff:
-        c.log_text(run_id, diff, lineage.DIFF_ARTIFACT)
+    run_id = _create(uri, cfg.run.experiment, run_name, all_tags)
     params = [Param(k, v) for k, v in run_params(cfg).items()]
     for i in range(0, len(params), 100):
         c.log_batch(run_id, params=params[i : i + 100])
@@ -205,13 +201,7 @@ def report_run(uri: str, experiment: str, name: str, tags: dict[str, str],
                files: list[str | Path] = (), end: bool = True) -> str:  # fmt: skip
     """A run that holds no training — a zoo plan, a zoo comparison, a benchmark — with the
     lineage of the process that made it, its numbers (step 0), texts and files as artifacts."""
-    c = client(uri)
-    source, diff = lineage.collect()
-    run_id = c.create_run(experiment_id(uri, experiment),
-                          tags={"mlflow.runName": name, "vidtempo.run_name": name, **source,
-                                **tags}).info.run_id  # fmt: skip
-    if diff:
-        c.log_text(run_id, diff, lineage.DIFF_ARTIFACT)
+    run_id = _create(uri, experiment, name, tags)
     if metrics:
         log_metrics(uri, run_id, metrics, step=0)
     for artifact_file, text in (texts or {}).items():
@@ -224,6 +214,18 @@ def report_run(uri: str, experiment: str, name: str, tags: dict[str, str],
 
 
 # ---- the writes themselves -------------------------------------------------------------------
+
+
+def _create(uri: str, experiment: str, name: str, tags: dict[str, str]) -> str:
+    """A new run named `name` with the lineage of this process (vidtempo.lineage: its tags, and
+    the uncommitted diff as an artifact); `tags` win over the collected ones."""
+    source, diff = lineage.collect()
+    run_id = client(uri).create_run(
+        experiment_id(uri, experiment),
+        tags={"mlflow.runName": name, "vidtempo.run_name": name, **source, **tags}).info.run_id  # fmt: skip
+    if diff:
+        log_text(uri, run_id, diff, lineage.DIFF_ARTIFACT)
+    return run_id
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
