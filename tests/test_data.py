@@ -314,6 +314,38 @@ def test_ray_pipeline_streams_epochs_and_checks_classes(ray_session, synthetic_d
         pipeline.build(synthetic_data / "val", wrong, "val")
 
 
+
+@pytest.mark.ray
+def test_a_small_stream_is_decoded_ahead_whole_a_large_one_bounded(ray_session, synthetic_data):
+    """A stream that fits is decoded ahead in one go, with Ray Data's downstream-capacity
+    backpressure off: otherwise its executor turns without pause in the training worker while
+    finished tasks wait to be read. A larger training stream reads ahead READ_AHEAD_CLIPS
+    clips; a larger val/test split keeps Ray Data's defaults."""
+    import ray
+
+    from vidtempo.data import pipeline
+
+    cfg = _tin_cfg()
+    small = pipeline.build(synthetic_data / "train", cfg, "train", epochs=range(2), data_cpus=1)
+    stream = 2 * read_manifest(synthetic_data / "train")["num_videos"] * 8 * 3 * 224 * 224
+    assert small.context.downstream_capacity_backpressure_ratio is None
+    assert small.context.execution_options.resource_limits.object_store_memory >= stream
+    assert len(list(small.iter_rows())) == stream // (8 * 3 * 224 * 224)
+
+    large = ray.data.from_items([{"x": 1}])
+    ratio = large.context.downstream_capacity_backpressure_ratio
+    assert ratio is not None
+    assert not pipeline.read_ahead(large, pipeline.WHOLE_STREAM_BYTES + 1, 10**6, world=1)
+    assert large.context.execution_options.resource_limits.object_store_memory == max(
+        pipeline.READ_AHEAD_MIN_BYTES, pipeline.READ_AHEAD_CLIPS * 10**6)  # fmt: skip
+    assert large.context.downstream_capacity_backpressure_ratio == ratio
+
+    val = ray.data.from_items([{"x": 1}])
+    limits = val.context.execution_options.resource_limits
+    assert not pipeline.read_ahead(val, pipeline.WHOLE_STREAM_BYTES + 1, 10**6, 1, bounded=False)
+    assert val.context.execution_options.resource_limits == limits
+    assert val.context.downstream_capacity_backpressure_ratio == ratio
+
 def test_decode_backends_agree(synthetic_data):
     row = _rows(synthetic_data / "val")[0]
     inds = np.array([0, 5, 5, 23, 1])
