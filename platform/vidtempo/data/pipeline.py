@@ -77,7 +77,8 @@ READ_AHEAD_CLIPS = 64
 # without pause and takes the worker's GIL from the training loop: the demo's TIN trained at
 # a third of its speed until the stream's last task was done (the "slow early epochs": 17 of 24
 # epochs with 8 videos a task, 1 of 8 with 512; bench demo, BENCHMARKS.md "The demo's time").
-# Small clips make big tasks; clips of 224² (1.2 MB) stay at one row group a task, so that the
+# Fewer tasks shorten that; a stream decoded ahead whole ends it (read_ahead). Small clips
+# make big tasks; clips of 224² (1.2 MB) stay at one row group a task, so that the
 # read-ahead (READ_AHEAD_CLIPS) still lets every decode CPU work.
 VIDEOS_PER_TASK = 512
 TASK_BYTES = 8 * 1024 * 1024
