@@ -48,7 +48,8 @@ if cuda_home:
 # Imported only now: torch.utils.cpp_extension reads CUDA_HOME when it is imported.
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
-sources = ["cuda/tin_shift_schema.cpp", "cuda/tin_shift_cpu.cpp", "cuda/tin_sample_cpu.cpp"]
+sources = ["cuda/tin_shift_schema.cpp", "cuda/tin_shift_cpu.cpp", "cuda/tin_sample_cpu.cpp",
+           "cuda/tin_sample_autograd.cpp"]
 cxx_flags = ["-O3", "-fopenmp", "-DNDEBUG"]
 if cuda_home:
     print(f"vidtempo: building the CUDA kernel with the toolkit in {cuda_home}")

@@ -1,6 +1,7 @@
 // Operator schemas of the vidtempo library and the shared argument checks. The kernels register
-// their implementations in tin_shift_cpu.cpp, tin_sample_cpu.cpp and tin_shift_cuda.cu; autograd,
-// fake-tensor and autocast rules are registered from Python (vidtempo/ops/native.py).
+// their implementations in tin_shift_cpu.cpp, tin_sample_cpu.cpp and tin_shift_cuda.cu;
+// tin_sample's autograd in tin_sample_autograd.cpp; tin_shift's autograd and the fake-tensor
+// kernels are registered from Python (vidtempo/ops/native.py).
 #include <Python.h>
 #include <torch/library.h>
 

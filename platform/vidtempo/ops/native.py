@@ -33,15 +33,6 @@ def _fake(x, shift):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _sample_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _sample_backward(ctx, grad):
-    data, offset, weight = ctx.saved_tensors
-    return torch.ops.vidtempo.tin_sample_backward(grad, data, offset, weight)
-
-
 def _sample_fake(data, offset, weight):
     torch._check(data.dim() == 4, lambda: "tin_sample: input must be 4-D [N, T, C, HW]")
     return torch.empty_like(data, memory_format=torch.contiguous_format)
@@ -63,12 +54,10 @@ def _register() -> None:
         "vidtempo::tin_shift_backward", _backward_of_backward, setup_context=_setup_context
     )
     if hasattr(torch.ops.vidtempo, "tin_sample"):
-        # TIN's fused sampler: its backward has no derivative of its own (no double backward)
+        # TIN's fused sampler: its autograd is registered in C++ (cuda/tin_sample_autograd.cpp:
+        # a Python one cost more than the kernel at the demo's sizes)
         torch.library.register_fake("vidtempo::tin_sample")(_sample_fake)
         torch.library.register_fake("vidtempo::tin_sample_backward")(_sample_backward_fake)
-        torch.library.register_autograd(
-            "vidtempo::tin_sample", _sample_backward, setup_context=_sample_setup_context
-        )
     # No autocast rule is needed: both kernels accept float32/float64/float16/bfloat16 and
     # return the input's dtype, which is what autocast would ask for a copy-only op.
 
