@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from vidtempo.bench import demo as bench_demo
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
@@ -59,5 +61,8 @@ def test_bench_step_times_each_recipe_against_tsn_in_the_same_run():
         assert len(row["round_medians_ms"]) == 2
         assert row["ms_per_step"] == min(row["round_medians_ms"])
     assert rows["TIN"]["vs_TSN"] == rows["TIN"]["ms_per_step"] / rows["TSN"]["ms_per_step"]
+    tin, tsn = rows["TIN"]["round_medians_ms"], rows["TSN"]["round_medians_ms"]
+    assert rows["TIN"]["vs_TSN_per_round"] == pytest.approx((tin[0] / tsn[0] + tin[1] / tsn[1]) / 2)
     text = step.table(r)
     assert "| TIN | tin_r18_synthetic |" in text and f"{rows['TIN']['vs_TSN']:.2f}x" in text
+    assert f"{rows['TIN']['vs_TSN_per_round']:.2f}x |" in text
