@@ -314,7 +314,6 @@ def test_ray_pipeline_streams_epochs_and_checks_classes(ray_session, synthetic_d
         pipeline.build(synthetic_data / "val", wrong, "val")
 
 
-
 @pytest.mark.ray
 def test_a_small_stream_is_decoded_ahead_whole_a_large_one_bounded(ray_session, synthetic_data):
     """A stream that fits is decoded ahead in one go, with Ray Data's downstream-capacity
@@ -345,6 +344,7 @@ def test_a_small_stream_is_decoded_ahead_whole_a_large_one_bounded(ray_session, 
     assert not pipeline.read_ahead(val, pipeline.WHOLE_STREAM_BYTES + 1, 10**6, 1, bounded=False)
     assert val.context.execution_options.resource_limits == limits
     assert val.context.downstream_capacity_backpressure_ratio == ratio
+
 
 def test_decode_backends_agree(synthetic_data):
     row = _rows(synthetic_data / "val")[0]

@@ -86,7 +86,7 @@ TASK_BYTES = 8 * 1024 * 1024
 # resource is, too little to limit how many run there (their CPUs do that)
 DECODE_SHARE = 0.001
 READ_AHEAD_MIN_BYTES = 16 * 1024 * 1024
-# a training stream this small is decoded ahead whole (read_ahead_bytes), using at most
+# a training stream this small is decoded ahead whole (read_ahead), using at most
 # 1/STORE_SHARE of the object store for all the workers' streams
 WHOLE_STREAM_BYTES = 512 * 1024 * 1024
 STORE_SHARE = 4
@@ -208,7 +208,8 @@ def build(
             f"{data_dir} has too few row groups for {world} workers ({split}); use fewer workers"
         )
     # a task: consecutive units, up to VIDEOS_PER_TASK videos and TASK_BYTES of clips
-    videos = max(1, min(VIDEOS_PER_TASK, TASK_BYTES // max(1, clip_bytes(pipe))))
+    sample_bytes = clip_bytes(pipe)
+    videos = max(1, min(VIDEOS_PER_TASK, TASK_BYTES // max(1, sample_bytes)))
     per_task = max(1, videos // max(1, units[0]["rows"]))
     ds = ray.data.from_items(units, override_num_blocks=-(-len(units) // per_task))
     # sample → decode → augment, fused with the read of each unit; a transform is cheap to
@@ -224,8 +225,7 @@ def build(
         num_cpus=min(1.0, data_cpus) if data_cpus else 1,
         **placement,
     )
-    read_ahead(ds, sum(u["rows"] for u in units) * clip_bytes(pipe), clip_bytes(pipe), world,
-               bounded=train)  # fmt: skip
+    read_ahead(ds, sum(u["rows"] for u in units) * sample_bytes, sample_bytes, world, bounded=train)
     return ds
 
 
@@ -240,7 +240,8 @@ def read_ahead(ds: ray.data.Dataset, stream_bytes: int, sample_bytes: int, world
     whose clips fit in WHOLE_STREAM_BYTES (and in 1/STORE_SHARE of the object store with the
     other workers' streams) is decoded ahead in one go — no read-ahead bound, no
     downstream-capacity backpressure — so its executor is done within the first epochs
-    (the demo's TIN stream: 10 s instead of 38 s, 1 CPU s instead of 30; BENCHMARKS.md).
+    (the demo's TIN stream: 10-19 s instead of 24-38 s, 1-4 CPU s instead of 6-30;
+    BENCHMARKS.md, issue 25's fourth round).
     A larger training stream reads ahead READ_AHEAD_CLIPS clips and decodes as the loop goes
     (from object storage too: twice that measured the same, BENCHMARKS.md issue 24); a larger
     val/test split (`bounded=False`) keeps Ray Data's defaults."""
