@@ -21,7 +21,13 @@ GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
 .PHONY: install demo test lint bench clean gpu-check cluster-rehearsal
 
+# a new .venv holds torch's CUDA build and the rest: ~7 GB (a full disk failed an install
+# half-way with pip's "[Errno 28] No space left on device")
+NEED_GB := 8
 $(BIN)/python:
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt $(NEED_GB) ]; then \
+	  echo "make: .venv needs about $(NEED_GB) GB free here (torch's CUDA build and the rest); $$free GB are free: free some space and run make again" >&2; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard cuda/*)

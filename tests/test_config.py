@@ -313,3 +313,24 @@ def test_cli_config_validate(tmp_path, capsys):
     assert cli.main(["config", "validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'model.shiftdiv'" in err and "did you mean 'model.shift_div'" in err
+
+
+def test_the_installed_command_exits_with_mains_status(tmp_path):
+    """The `vidtempo` script (cli.script: main, then an exit without the last collections)
+    passes main's exit status and its error line through, and prints what main printed."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "vidtempo"
+    exe = str(exe) if exe.exists() else shutil.which("vidtempo")
+    assert exe, "the vidtempo command is not installed beside this Python"
+    ok = subprocess.run([exe, "config", "validate", str(C.CONFIG_DIR / f"{TIN}.yaml")],
+                        capture_output=True, text=True)  # fmt: skip
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    data = _tin_dict()
+    data["model"]["shiftdiv"] = 4
+    bad = subprocess.run([exe, "config", "validate", str(_write(tmp_path, data))],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "unknown key 'model.shiftdiv'" in bad.stderr

@@ -5,6 +5,7 @@ place (`run`), from the error kinds each command names (`errors=` in its default
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -774,5 +775,15 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
+def script() -> None:
+    """The `vidtempo` command: main(), then exit without the interpreter's last garbage
+    collections over everything torch, Ray and MLflow loaded (~0.5M objects: 2.6 s of the
+    exit on a fast morning of 2 cores, 0.7 s frozen; BENCHMARKS.md, issue 25's fifth round).
+    atexit handlers (Ray's shutdown among them) still run."""
+    rc = main()
+    gc.freeze()
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()
