@@ -173,6 +173,12 @@ def missing_decode_nodes(cfg: Config) -> str | None:
             "autoscaling cluster set VIDTEMPO_SKIP_RESOURCE_CHECK=1 to let Ray start them")  # fmt: skip
 
 
+def cpus_per_run(cfg: Config) -> float:
+    """The CPUs one run of `cfg` holds: its workers' and their decoding's."""
+    r = cfg.run
+    return r.num_workers * (r.cpus_per_worker + r.data_cpus_per_worker)
+
+
 def check_resources(cfg: Config) -> None:
     """Fail at once when the cluster cannot place the workers, or has no node for the decode
     tasks run.decode_resource asks for (Ray would wait forever)."""
@@ -187,7 +193,7 @@ def check_resources(cfg: Config) -> None:
     placeable = sum(workers_on(res, cfg) for res in nodes)
     total_cpu = sum(res.get("CPU", 0) for res in nodes)
     total_gpu = sum(res.get("GPU", 0) for res in nodes)
-    need_cpu = r.num_workers * (r.cpus_per_worker + r.data_cpus_per_worker)
+    need_cpu = cpus_per_run(cfg)
     if placeable < r.num_workers or total_cpu + 1e-9 < need_cpu:
         asked = (f"{r.num_workers} workers × ({r.cpus_per_worker:g} CPU"
                  + (", 1 GPU" if gpu else "") + f") + {r.data_cpus_per_worker:g} CPU each for "

@@ -23,7 +23,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vidtempo import config, storage, verbosity
 from vidtempo.config import Config
-from vidtempo.preflight import ResourceError, before_run, check_data
+from vidtempo.preflight import ResourceError, before_run, check_data, cpus_per_run
 from vidtempo.tracking import record, store
 from vidtempo.train.run import fit
 from vidtempo.tune import space as S
@@ -33,8 +33,7 @@ def concurrent_trials(cfg: Config) -> int:
     """How many trials of `cfg` the cluster holds at once (CPUs, and GPUs when used)."""
     r = cfg.run
     total = ray.cluster_resources()
-    n = math.floor(total.get("CPU", 0) / (r.num_workers * (r.cpus_per_worker +
-                                                          r.data_cpus_per_worker)) + 1e-9)  # fmt: skip
+    n = math.floor(total.get("CPU", 0) / cpus_per_run(cfg) + 1e-9)
     if r.use_gpu:
         n = min(n, math.floor(total.get("GPU", 0) / r.num_workers + 1e-9))
     if n < 1:
