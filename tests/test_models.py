@@ -142,7 +142,9 @@ def test_tin_block_equals_the_block_as_written(channels, shift_div, size):
     (gx_fast, *gp_fast) = torch.autograd.grad(fast, [x, *tin.parameters()], grad)
     slow = _tin_as_written(tin, x)
     (gx_slow, *gp_slow) = torch.autograd.grad(slow, [x, *tin.parameters()], grad)
-    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    # float32 rounding: the two sum in different orders, and oneDNN picks its kernels by CPU
+    # (1.8e-6 apart on an AMD EPYC, within 1e-6 on the Intel Xeons before)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx_fast, gx_slow, rtol=1e-5, atol=1e-5)
     for a, b in zip(gp_fast, gp_slow):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
