@@ -1,8 +1,8 @@
 """Scale-out: cluster.yaml checked offline with Ray's own validator; training on a simulated
 multi-node cluster (ray.cluster_utils.Cluster: a head and three 1-CPU nodes, each its own raylet
-on this machine) with shared storage (file://) and an `mlflow server`; a node removed mid-run;
-the fail-fast rule for local storage / SQLite tracking; `vidtempo doctor`; `vidtempo zoo
-compare`; and the MLflow UI in headless Chromium."""
+on this machine, no autoscaler) with shared storage (file://) and an `mlflow server`; the
+fail-fast rules for local storage / SQLite tracking and for runs the nodes cannot hold;
+`vidtempo doctor`; `vidtempo zoo compare`; and the MLflow UI in headless Chromium."""
 
 from __future__ import annotations
 
@@ -183,6 +183,24 @@ def test_local_storage_or_sqlite_on_many_nodes_fails_at_once(cluster, synthetic_
         sweep(cfg, synthetic_data, S.parse(["optim.lr=choice:0.01,0.02"]), samples=2)
     assert time.monotonic() - t < 30
     assert not list(tmp_path.iterdir())  # nothing written: no run folder, no database
+
+
+@pytest.mark.ray
+def test_a_cluster_without_an_autoscaler_is_checked_as_it_is(cluster, mlflow_server, tmp_path):
+    """No autoscaler (nodes started by hand): only the alive nodes count — a run they cannot
+    hold, or a decode resource none carries, fails at once (Ray would wait forever)."""
+    from vidtempo import capacity, preflight
+    from vidtempo.capacity import ResourceError
+
+    assert not capacity.read().autoscaling
+    cfg = cluster_cfg(tmp_path, mlflow_server)
+    assert preflight.check_resources(cfg)[1] == {}  # fits: nothing to launch
+    with pytest.raises(ResourceError, match=r"asks for 8 workers .* in total \(no autoscaler\): "
+                                            r"room for \d workers\."):  # fmt: skip
+        preflight.check_resources(config.override(cfg, {"run.num_workers": 8}))
+    with pytest.raises(ResourceError, match="no alive node carries the Ray resource 'gpu-decode' "
+                                            ".* and the cluster has no autoscaler to add one"):  # fmt: skip
+        preflight.check_resources(config.override(cfg, {"run.decode_resource": "gpu-decode"}))
 
 
 @pytest.mark.ray

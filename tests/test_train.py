@@ -425,9 +425,16 @@ def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data
     again = json.loads(out.read_text())
     assert again["test/top1@2x1"] == pytest.approx(res["metrics"]["test/top1:2x1"])
     assert again["test/videos@2x1"] == 24  # 12 classes × 2
+    # finished: submitted again, it returns its result without starting a worker
+    done = fit(cfg, synthetic_data, name="again", train_fn=no_worker_may_start)
+    assert done["mlflow_run_id"] == res["mlflow_run_id"] and done["metrics"] == res["metrics"]
     # a changed config is refused instead of silently mixing two recipes in one run
     with pytest.raises(ConfigError, match="optim.lr"):
         fit(config.override(cfg, {"optim.lr": 0.5}), synthetic_data, name="again")
+
+
+def no_worker_may_start(job: dict) -> None:
+    raise AssertionError("a finished run started its workers again")
 
 
 @pytest.mark.ray

@@ -294,6 +294,13 @@ def add_prepare_ray(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-on", default=None, metavar="RESOURCE",
                         help="with --ray: run the tasks on the nodes carrying this Ray resource "
                              "(cluster.yaml's cpu-decode nodes carry `decode`)")  # fmt: skip
+    add_node_wait_argument(parser)
+
+
+def add_node_wait_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--node-wait", type=float, default=None, metavar="MINUTES",
+                        help="on a cluster with an autoscaler: how long to wait for the nodes it "
+                             "launches before giving up (default 20; run.node_wait_minutes)")  # fmt: skip
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -310,11 +317,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                                               decode_resource=args.decode_on,
                                               videos_per_shard=args.videos_per_shard,
                                               storage_kind=args.storage,
-                                              classes=16 if args.tempo else 12)  # fmt: skip
+                                              classes=16 if args.tempo else 12,
+                                              node_wait_minutes=args.node_wait or C.RunConfig.node_wait_minutes)  # fmt: skip
     else:
         opts = Options(out=args.out, dataset=args.dataset, split=args.split,
                        short_side=args.short_side, videos_per_shard=args.videos_per_shard,
-                       workers=workers, timeout=args.timeout)  # fmt: skip
+                       workers=workers, timeout=args.timeout,
+                       node_wait_minutes=args.node_wait or C.RunConfig.node_wait_minutes)  # fmt: skip
         if args.prepare_command == "rawframes":
             opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
             m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,
@@ -380,6 +389,7 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> 
     p.add_argument("--decode-on", default=None, metavar="RESOURCE", help="decode on the nodes "
                    "that carry this Ray resource (run.decode_resource; cluster.yaml's cpu-decode "
                    "nodes carry `decode`)")  # fmt: skip
+    add_node_wait_argument(p)
     add_verbose_argument(p)
     p.set_defaults(func=cmd_train, errors=RUN_ERRORS)
 
@@ -400,7 +410,8 @@ def run_config(args: argparse.Namespace) -> C.Config:
     overrides = list(args.overrides)
     for flag, key in (("workers", "run.num_workers"), ("storage", "run.storage_path"),
                       ("mlflow_uri", "run.mlflow_uri"), ("experiment", "run.experiment"),
-                      ("decode_on", "run.decode_resource")):  # fmt: skip
+                      ("decode_on", "run.decode_resource"),
+                      ("node_wait", "run.node_wait_minutes")):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")

@@ -209,6 +209,9 @@ class RunConfig:
     # + decode + augment tasks run only on nodes that have it, and stream uint8 clips to the
     # training workers; null: wherever Ray places them (by default next to the workers)
     decode_resource: str | None = None
+    # on a cluster with an autoscaler: how long a run waits for the nodes it needs launched
+    # before it gives up, saying what came (before it starts, and each time its workers restart)
+    node_wait_minutes: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -426,6 +429,7 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
         ("run.placement_strategy", r.placement_strategy,
          r.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
          "one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"),
+        ("run.node_wait_minutes", r.node_wait_minutes, r.node_wait_minutes > 0, "> 0"),
     ]
     for split in ("train", "val", "test"):
         p = getattr(cfg.data, split)

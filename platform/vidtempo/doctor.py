@@ -8,8 +8,9 @@
 2. on every alive node, by a task pinned to it: vidtempo importable, the tin_shift op built
    (and its CUDA kernel where the node has GPUs), GPUs, the storage root writable and readable,
    the MLflow tracking server answering;
-3. the multi-node rule of `fit`: a local storage path or a SQLite tracking URI on a run that
-   spans nodes;
+3. the run against the cluster: the nodes its autoscaler will add for it (on a cold cluster:
+   what `train` will wait for), or why the cluster can never hold it; and the multi-node rule
+   of `fit`: a local storage path or a SQLite tracking URI on a run that spans nodes;
 4. on a cluster (not a local instance doctor starts itself): Ray's token authentication on
    every node and on the dashboard, and a tracking server that refuses anonymous requests.
 """
@@ -27,15 +28,9 @@ from pathlib import Path
 
 import ray
 
-from vidtempo import storage
+from vidtempo import capacity, storage
 from vidtempo.config import Config, ConfigError
-from vidtempo.preflight import (
-    check_cluster,
-    ensure_ray,
-    missing_decode_nodes,
-    spans_nodes,
-    storage_root,
-)
+from vidtempo.preflight import check_cluster, ensure_ray, spans, storage_root
 from vidtempo.tracking import store
 
 
@@ -196,16 +191,19 @@ def check(cfg: Config, working: str | Path | None = None, address: str | None = 
             )
     ensure_ray(address)
     root, uri = storage_root(cfg), store.resolve_uri(cfg)
-    report.update(storage=root, tracking=uri, spans=spans_nodes(cfg))
+    cap, need = capacity.read(), capacity.Need.for_run(cfg)
+    launch = cap.plan(need)
+    report.update(storage=root, tracking=uri, spans=spans(cap, launch or {}),
+                  cluster=cap.describe(), launch=launch, autoscaler=cap.source,
+                  notes=list(cap.notes))  # fmt: skip
+    if launch is None:
+        report["problems"].append(capacity.impossible(need, cap))
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     # this machine's own one-node instance (vidtempo binds its dashboard to 127.0.0.1) is not a
     # cluster: the authentication checks are for clusters others can reach
     local = not (address or os.environ.get("RAY_ADDRESS")) and len(nodes) == 1
     decode = cfg.run.decode_resource
     decoders = {n["NodeID"] for n in nodes if not decode or n["Resources"].get(decode)}
-    missing = missing_decode_nodes(cfg)
-    if missing:
-        report["problems"].append(missing)
     probes = {}
     for n in nodes:
         strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
@@ -253,7 +251,7 @@ def check(cfg: Config, working: str | Path | None = None, address: str | None = 
     if not local:
         report["problems"] += check_security(uri, _dashboard_url())
     try:
-        check_cluster(cfg, root, uri)
+        check_cluster(cfg, root, uri, report["spans"])
     except ConfigError as exc:
         report["problems"].append(str(exc))
     report["ok"] = not report["problems"]
@@ -265,6 +263,15 @@ def _dashboard_url() -> str | None:
         return ray._private.worker.global_worker.node.address_info.get("webui_url")
     except AttributeError:  # a client connection has no local node
         return None
+
+
+def launch_line(launch: dict | None) -> str:
+    if launch is None:
+        return "the cluster can never hold it (below)"
+    if not launch:
+        return "fits the nodes that are up"
+    return (f"the autoscaler will add {capacity.describe_plan(launch)} when it starts "
+            "(the run waits for them; only the nodes up now are checked here)")
 
 
 def render(report: dict) -> str:
@@ -280,7 +287,10 @@ def render(report: dict) -> str:
                   ""]  # fmt: skip
     rows = report["nodes"]
     lines += [f"cluster: {len(rows)} node(s); storage {report['storage']}; tracking "
-              f"{report['tracking']}; security: {report.get('security', '?')}", "",
+              f"{report['tracking']}; security: {report.get('security', '?')}",
+              f"autoscaler: {report.get('autoscaler', '?')}; {report.get('cluster', '')}",
+              *(f"  note: {n}" for n in report.get("notes", [])),
+              f"the run: {launch_line(report.get('launch'))}", "",
               "| node | role | CPUs | GPUs | vidtempo | tin_shift op | CUDA kernel | storage | "
               "tracking | Ray auth | data |", "|---|---|---:|---:|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:

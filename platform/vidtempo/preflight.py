@@ -6,14 +6,15 @@ written, with what to change.
 
 - `ensure_ray`: RAY_ADDRESS / the address given (which must answer), else a local instance
   (token authentication on, its dashboard where Ray Train's cleaner finds it).
-- `check_resources`: the workers fit the nodes, and a node carries run.decode_resource.
+- `check_resources`: the workers fit the nodes, and a node carries run.decode_resource — the
+  alive nodes, or on a cluster with an autoscaler those it can add (vidtempo.capacity): then
+  `before_run` asks for them and waits (run.node_wait_minutes) before anything is written.
 - `check_cluster`: on several nodes, checkpoints and MLflow are not files of one node.
 - `storage_root`: where checkpoints go; `check_data`: the shard folders a run reads.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import ray
 
-from vidtempo import storage, verbosity
+from vidtempo import capacity, storage, verbosity
+from vidtempo.capacity import Capacity, Need, ResourceError
 from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
 from vidtempo.data.schema import MANIFEST, DataError, read_manifest
@@ -38,10 +40,6 @@ CPU_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD
 LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
-class ResourceError(RuntimeError):
-    """The cluster cannot place the workers a run asks for."""
-
-
 class ClusterUnreachable(ConnectionError):
     """No Ray head listens at the address a command was given."""
 
@@ -50,9 +48,11 @@ def before_run(cfg: Config, uri: str | None) -> str:
     """Ray connected, the run placeable, its storage (and the tracking store `uri`, unless
     None) reachable from every node it spans; returns the storage root."""
     ensure_ray()
-    check_resources(cfg)
+    cap, launch = check_resources(cfg)
     root = storage_root(cfg)
-    check_cluster(cfg, root, uri)
+    check_cluster(cfg, root, uri, spans(cap, launch))
+    if launch:
+        capacity.wait_for(Need.for_run(cfg), cap, launch, cfg.run.node_wait_minutes)
     return root
 
 
@@ -115,32 +115,15 @@ def storage_root(cfg: Config) -> str:
     return str(home() / "runs")
 
 
-def alive_nodes() -> list[dict]:
-    return [n for n in ray.nodes() if n.get("Alive")]
+def spans(cap: Capacity, launch: dict[str, int] | None) -> int:
+    """How many nodes a run may land on: every alive node, and those launched for it (None: a
+    check switched off, and the run does not fit the alive nodes: at least one more)."""
+    return len(cap.alive) + (sum(launch.values()) if launch is not None else 1)
 
 
-def workers_on(resources: dict, cfg: Config) -> int:
-    """How many of the run's workers one node with these resources holds."""
-    r = cfg.run
-    fits = math.floor(resources.get("CPU", 0) / r.cpus_per_worker + 1e-9)
-    if r.use_gpu:
-        fits = min(fits, math.floor(resources.get("GPU", 0) + 1e-9))
-    return fits
-
-
-def spans_nodes(cfg: Config) -> int:
-    """How many nodes the run's workers may land on: every alive node when there are several,
-    and 2 when this single node cannot hold them (an autoscaler will add nodes)."""
-    nodes = [n["Resources"] for n in alive_nodes()]
-    if len(nodes) > 1:
-        return len(nodes)
-    return 1 if workers_on((nodes or [{}])[0], cfg) >= cfg.run.num_workers else 2
-
-
-def check_cluster(cfg: Config, root: str, uri: str | None) -> None:
-    """On several nodes, checkpoints and MLflow must live where every node reaches them: fail at
-    once (nothing written yet) instead of on a worker of another node later."""
-    n = spans_nodes(cfg)
+def check_cluster(cfg: Config, root: str, uri: str | None, n: int) -> None:
+    """On `n` > 1 nodes, checkpoints and MLflow must live where every node reaches them: fail
+    at once (nothing written yet) instead of on a worker of another node later."""
     if n < 2:
         return
     problems = []
@@ -161,50 +144,24 @@ def check_cluster(cfg: Config, root: str, uri: str | None) -> None:
         raise ConfigError(f"this run spans {n} nodes, but " + "; and ".join(problems) + ".")
 
 
-def missing_decode_nodes(cfg: Config) -> str | None:
-    """What is wrong when no alive node carries run.decode_resource (Ray would wait forever
-    for one), else None."""
-    r = cfg.run
-    if not r.decode_resource or any(n["Resources"].get(r.decode_resource) for n in alive_nodes()):
-        return None
-    return (f"no alive node carries the Ray resource '{r.decode_resource}' that "
-            "run.decode_resource (--decode-on) sends the decoding to: start nodes with it "
-            "(cluster.yaml's cpu-decode nodes carry `decode`), drop --decode-on, or on an "
-            "autoscaling cluster set VIDTEMPO_SKIP_RESOURCE_CHECK=1 to let Ray start them")  # fmt: skip
-
-
-def cpus_per_run(cfg: Config) -> float:
-    """The CPUs one run of `cfg` holds: its workers' and their decoding's."""
-    r = cfg.run
-    return r.num_workers * (r.cpus_per_worker + r.data_cpus_per_worker)
-
-
-def check_resources(cfg: Config) -> None:
-    """Fail at once when the cluster cannot place the workers, or has no node for the decode
-    tasks run.decode_resource asks for (Ray would wait forever)."""
+def check_resources(cfg: Config) -> tuple[Capacity, dict[str, int] | None]:
+    """The cluster (alive nodes, the autoscaler's node types) and the nodes the run needs
+    launched: {} when it fits the alive nodes. A run the cluster can never hold — more workers,
+    CPUs or GPUs than its largest shape, a decode resource no node carries — fails at once with
+    the numbers (Ray would wait forever). VIDTEMPO_SKIP_RESOURCE_CHECK=1 switches this off (an
+    expert override for an autoscaler vidtempo cannot read; the plan is then None)."""
+    cap = capacity.read()
+    need = Need.for_run(cfg)
     if os.environ.get("VIDTEMPO_SKIP_RESOURCE_CHECK"):
-        return
-    missing = missing_decode_nodes(cfg)
-    if missing:
-        raise ResourceError(missing)
-    r = cfg.run
-    gpu = 1.0 if r.use_gpu else 0.0
-    nodes = [n["Resources"] for n in alive_nodes()]
-    placeable = sum(workers_on(res, cfg) for res in nodes)
-    total_cpu = sum(res.get("CPU", 0) for res in nodes)
-    total_gpu = sum(res.get("GPU", 0) for res in nodes)
-    need_cpu = cpus_per_run(cfg)
-    if placeable < r.num_workers or total_cpu + 1e-9 < need_cpu:
-        asked = (f"{r.num_workers} workers × ({r.cpus_per_worker:g} CPU"
-                 + (", 1 GPU" if gpu else "") + f") + {r.data_cpus_per_worker:g} CPU each for "
-                 f"data = {need_cpu:g} CPUs" + (f", {r.num_workers} GPUs" if gpu else ""))  # fmt: skip
-        raise ResourceError(
-            f"the run asks for {asked}, but the cluster has {len(nodes)} node(s) with "
-            f"{total_cpu:g} CPUs and {total_gpu:g} GPUs in total (room for {placeable} "
-            "workers). Use fewer workers (--workers / run.num_workers), smaller "
-            "run.cpus_per_worker / run.data_cpus_per_worker, or add nodes "
-            "(on an autoscaling cluster: VIDTEMPO_SKIP_RESOURCE_CHECK=1 lets Ray wait for them)."
-        )
+        return cap, ({} if placed_now(need, cap) else None)
+    launch = cap.plan(need)
+    if launch is None:
+        raise ResourceError(capacity.impossible(need, cap))
+    return cap, launch
+
+
+def placed_now(need: Need, cap: Capacity) -> bool:
+    return not any(capacity.shortfall(need, list(cap.alive)))
 
 
 def check_data(cfg: Config, data_dir: str) -> None:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vidtempo import storage
+from vidtempo.config import RunConfig
 from vidtempo.data import convert_worker
 from vidtempo.data.schema import MANIFEST, QUARANTINE, SCHEMA_VERSION, DataError, schema_for
 
@@ -45,6 +46,8 @@ class Options:
     start_index: int = 1
     classes: list[str] = field(default_factory=list)
     progress: bool = True
+    # with --ray on an autoscaling cluster: how long to wait for a node the tasks can run on
+    node_wait_minutes: float = RunConfig.node_wait_minutes
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ray
 
-from vidtempo import storage
+from vidtempo import capacity, storage
+from vidtempo.capacity import DECODE_SHARE
 from vidtempo.data import convert
-from vidtempo.data.pipeline import DECODE_SHARE
 
 _POOLS: dict[float, convert._Pool] = {}  # per Ray worker process: its decoder, started once
 
@@ -26,25 +26,40 @@ def _convert_shard(chunk: list[dict], location: str, kind: str, timeout: float):
     return convert.convert_chunk(chunk, location, kind, pool)
 
 
-def check_shared(root: str, out: str) -> None:
-    """On several nodes, a local input or output folder would be read and written on whichever
-    node a task lands on: fail before any task starts."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+def check_shared(root: str, out: str, nodes: int, autoscaling: bool = False) -> None:
+    """On several nodes (or nodes an autoscaler adds), a local input or output folder would be
+    read and written on whichever node a task lands on: fail before any task starts."""
     local = [flag for flag, where_ in (("--root", root), ("--out", out))
              if not storage.is_uri(where_)]  # fmt: skip
-    if len(nodes) > 1 and local:
+    if (nodes > 1 or autoscaling) and local:
+        where = "the nodes its autoscaler adds" if autoscaling else f"{nodes} nodes"
         raise convert.DataError(
-            f"prepare --ray runs its tasks on {len(nodes)} nodes, but {' and '.join(local)} "
+            f"prepare --ray runs its tasks on {where}, but {' and '.join(local)} "
             "name a folder on this machine: use s3://BUCKET/PREFIX (or gs://), or file:///PATH "
             "on a mount every node sees")  # fmt: skip
 
 
+def task_need(decode_resource: str | None) -> capacity.Need:
+    """One conversion task: 1 CPU, on a node carrying `decode_resource` when given."""
+    bundle = {"CPU": 1.0, **({decode_resource: DECODE_SHARE} if decode_resource else {})}
+    return capacity.Need((bundle,), decode=decode_resource, what="the conversion's tasks",
+                         what_asks="prepare --ray")  # fmt: skip
+
+
 def ray_chunks(root: str, decode_resource: str | None = None):
     """A `run_chunks` for vidtempo.data.convert.convert: every shard still to do as one Ray
-    task (1 CPU; on the nodes carrying `decode_resource` when given), yielded as each ends."""
+    task (1 CPU; on the nodes carrying `decode_resource` when given), yielded as each ends.
+    The cluster must hold a task: now, or once its autoscaler adds a node (asked for and waited
+    on up to opts.node_wait_minutes); on an autoscaling cluster the tasks may land on any node."""
 
     def run(todo, opts, out, bar):
-        check_shared(str(root), out)
+        cap, need = capacity.read(), task_need(decode_resource)
+        launch = cap.plan(need)
+        if launch is None:
+            raise capacity.ResourceError(capacity.impossible(need, cap))
+        check_shared(str(root), out, len(cap.alive), cap.autoscaling)
+        if launch:
+            capacity.wait_for(need, cap, launch, opts.node_wait_minutes)
         place = {"resources": {decode_resource: DECODE_SHARE}} if decode_resource else {}
         task = ray.remote(_convert_shard).options(num_cpus=1, **place)
         pending = {task.remote(chunk, storage.join(out, name), opts.storage, opts.timeout):

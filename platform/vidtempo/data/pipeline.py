@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import ray
 
 from vidtempo import storage
+from vidtempo.capacity import DECODE_SHARE
 from vidtempo.config import Config
 from vidtempo.data.schema import DataError, read_manifest, shard_paths
 from vidtempo.data.transform import VideoTransform, clip_bytes
@@ -82,9 +83,6 @@ READ_AHEAD_CLIPS = 64
 # read-ahead (READ_AHEAD_CLIPS) still lets every decode CPU work.
 VIDEOS_PER_TASK = 512
 TASK_BYTES = 8 * 1024 * 1024
-# A decode task asks for this much of run.decode_resource: enough to be placed only where the
-# resource is, too little to limit how many run there (their CPUs do that)
-DECODE_SHARE = 0.001
 READ_AHEAD_MIN_BYTES = 16 * 1024 * 1024
 # a training stream this small is decoded ahead whole (read_ahead), using at most
 # 1/STORE_SHARE of the object store for all the workers' streams

@@ -110,7 +110,8 @@ def prepare_synthetic(out, videos_per_class: dict[str, int] | None = None, frame
                       size: int = 64, seed: int = 0, workers: int = 2, progress: bool = True,
                       ray_address: str | None = None, decode_resource: str | None = None,
                       videos_per_shard: int = 64, storage_kind: str = SYNTHETIC_STORAGE,
-                      classes: int = len(synthetic.CLASSES)) -> dict:  # fmt: skip
+                      classes: int = len(synthetic.CLASSES),
+                      node_wait_minutes: float = conv.Options.node_wait_minutes) -> dict:  # fmt: skip
     """Generate the synthetic temporal dataset and convert each split to out/<split> (a folder
     or a URI), as JPEG frames or (storage_kind="video") the generator's lossless H.264. A
     split made by another generator version or with other settings is made again. `classes`:
@@ -131,7 +132,8 @@ def prepare_synthetic(out, videos_per_class: dict[str, int] | None = None, frame
         opts = conv.Options(out=storage.join(out, split), dataset="synthetic", split=split,
                             storage=storage_kind, workers=workers,
                             classes=synthetic.ALL_CLASSES[:classes],
-                            progress=progress, videos_per_shard=videos_per_shard)  # fmt: skip
+                            progress=progress, videos_per_shard=videos_per_shard,
+                            node_wait_minutes=node_wait_minutes)  # fmt: skip
         manifests[split] = prepare_videos(list_file, videos, opts, ray_address=ray_address,
                                           decode_resource=decode_resource)  # fmt: skip
     return manifests

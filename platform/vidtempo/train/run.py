@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import uuid
 from pathlib import Path
@@ -29,6 +30,12 @@ from vidtempo.preflight import CPU_WORKER_ENV, before_run, check_data, check_eva
 from vidtempo.tracking import record, store
 from vidtempo.train import checkpoint as ckpt
 from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
+
+# Ray Train's wait for a worker group's resources before it tries again (its default, and
+# RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S when set)
+START_TIMEOUT_S = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", 60))
+# keys a resumed run may change: how long it waits for nodes changes nothing it computes
+RESUMABLE_CHANGES = {"run.node_wait_minutes"}
 
 
 class OwnDataOptions(ray.train.DataConfig):
@@ -82,19 +89,26 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
 def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
         imagenet: str | Path | None = None, tags: dict[str, str] | None = None,
         parent_run_id: str | None = None, quiet: bool = False,
-        train_fn=train_loop_per_worker, callbacks: list | None = None) -> dict:  # fmt: skip
+        train_fn=train_loop_per_worker, callbacks: list | None = None,
+        under: str | None = None) -> dict:  # fmt: skip
     """Train `cfg` on the shards under `data_dir` (train/ and val/), then evaluate its test
     protocol. Returns {"name", "run_dir", "mlflow_uri", "mlflow_run_id", "metrics"}.
     `train_fn` is the per-worker loop (tests wrap it to inject failures); `callbacks` are Ray
     Train callbacks (a Tune sweep passes TuneReportCallback); `quiet`: no progress lines (a
-    sweep's trials, whose events the sweep prints), unless verbose."""
+    sweep's trials, whose events the sweep prints), unless verbose; `under`: a folder under the
+    storage root the run lives in (a sweep's trials: sweeps/<sweep>/trials)."""
     data_dir = storage.normalize(data_dir)
     check_data(cfg, data_dir)
     imagenet = imagenet_weights(cfg, imagenet)
     name = name or cfg.name
     uri = store.resolve_uri(cfg)
     root = before_run(cfg, uri)
+    if under:
+        root = storage.join(root, under)
     run_dir = storage.join(root, name)
+    done = finished_run(cfg, name, root, uri, quiet)
+    if done:
+        return done
     plan = epoch_plan(cfg, data_dir)
     run_id = open_run(cfg, name, root, uri, plan, quiet,
                       {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})},
@@ -155,6 +169,30 @@ def epoch_plan(cfg: Config, data_dir: str) -> dict:
     return {"one_pass": one_pass, "repeats": repeats, "steps": steps}
 
 
+def finished_run(cfg: Config, name: str, root: str, uri: str, quiet: bool) -> dict | None:
+    """fit()'s result for run `name` when it already ran to the end with this config (every
+    epoch and the test protocol: its MLflow run FINISHED), else None. A resubmitted job, or a
+    sweep resumed after its driver was stopped while Tune's saved state still had the trial
+    running, returns at once instead of starting the workers again to evaluate once more."""
+    run_dir = storage.join(root, name)
+    progress = ckpt.read_progress(run_dir)
+    saved = storage.read_bytes(storage.join(run_dir, "config.yaml"))
+    run_id = progress.get("mlflow_run_id")
+    if not run_id or saved is None or progress["epochs_done"] < cfg.train.epochs:
+        return None
+    before = config.from_dict(yaml.safe_load(saved), f"{run_dir}/config.yaml")
+    if any(k not in RESUMABLE_CHANGES for k in config.diff(before, cfg)):
+        return None  # open_run says what changed
+    run = store.get_run(uri, run_id)
+    if run["status"] != "FINISHED":
+        return None
+    if not quiet:
+        print(f"[{name}] already finished: {cfg.train.epochs} epochs and the test protocol "
+              f"(MLflow run {run_id}); --name NEW starts another run", flush=True)  # fmt: skip
+    return {"name": name, "run_dir": run_dir, "mlflow_uri": uri, "mlflow_run_id": run_id,
+            "metrics": run["metrics"]}  # fmt: skip
+
+
 def open_run(cfg: Config, name: str, root: str, uri: str, plan: dict, quiet: bool,
              tags: dict[str, str], parent_run_id: str | None) -> str:  # fmt: skip
     """The MLflow run of run `name` under `root`: the one it already has (resuming, with the
@@ -164,7 +202,7 @@ def open_run(cfg: Config, name: str, root: str, uri: str, plan: dict, quiet: boo
     saved = storage.read_bytes(storage.join(run_dir, "config.yaml"))
     if progress.get("mlflow_run_id") and saved is not None:
         before = config.from_dict(yaml.safe_load(saved), f"{run_dir}/config.yaml")
-        changed = config.diff(before, cfg)
+        changed = {k: v for k, v in config.diff(before, cfg).items() if k not in RESUMABLE_CHANGES}
         if changed:
             listed = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in list(changed.items())[:6])
             raise ConfigError(
@@ -199,7 +237,7 @@ def make_trainer(cfg: Config, loop, loop_config: dict, datasets: dict, name: str
     kept = {}
     if checkpoints:
         kept = {"checkpoint_config": ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_last),
-                "failure_config": ray.train.FailureConfig(max_failures=cfg.run.max_failures)}  # fmt: skip
+                "failure_config": failure_config(cfg)}  # fmt: skip
     return TorchTrainer(
         loop,
         train_loop_config=loop_config,
@@ -211,6 +249,16 @@ def make_trainer(cfg: Config, loop, loop_config: dict, datasets: dict, name: str
         datasets=datasets,
         dataset_config=OwnDataOptions(),
     )
+
+
+def failure_config(cfg: Config) -> ray.train.FailureConfig:
+    """run.max_failures restarts of the workers from the last checkpoint. Each time they
+    (re)start, Ray Train waits START_TIMEOUT_S for their resources and then tries again — on an
+    autoscaling cluster while a lost node is replaced; run.node_wait_minutes bounds those tries
+    (Ray's default is no bound: a run whose nodes never come would wait forever)."""
+    tries = max(1, math.ceil(cfg.run.node_wait_minutes * 60 / START_TIMEOUT_S))
+    return ray.train.FailureConfig(max_failures=cfg.run.max_failures,
+                                   controller_failure_limit=tries)  # fmt: skip
 
 
 def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,

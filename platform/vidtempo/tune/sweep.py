@@ -4,40 +4,41 @@
 
 Each trial is a Tune *function* trainable that fits a TorchTrainer (vidtempo.train.run.fit) with
 TuneReportCallback, so Tune sees every epoch's `val/top1` and ASHA can stop it; its Train run is
-named `<sweep>-<trial id>` (unique, and stable when a sweep resumes) and its checkpoints live in
-the sweep's storage. The trial functions reserve no CPU themselves; the Train workers do, and
-`max_concurrent_trials` is what the cluster can hold at once, so no trial waits forever.
+named `<sweep>-<trial id>` (unique, and stable when a sweep resumes). Everything of a sweep lives
+in `<storage>/sweeps/<sweep>/`: Tune's experiment state, ASHA's rungs (asha_state.pkl), the
+parent run's id (vidtempo_sweep.json), best_config.yaml, and the trials' checkpoints under
+trials/<sweep>-<trial id>/. The trial functions reserve no CPU themselves; the Train workers do, and
+`max_concurrent_trials` is what the cluster can hold at once at its largest (an autoscaler adds
+the nodes for the trials beyond those alive), so no trial waits forever.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import pickle
 from pathlib import Path
 
-import ray
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from vidtempo import config, storage, verbosity
+from vidtempo import capacity, config, storage, verbosity
+from vidtempo.capacity import ResourceError
 from vidtempo.config import Config
-from vidtempo.preflight import ResourceError, before_run, check_data, cpus_per_run
+from vidtempo.preflight import before_run, check_data
 from vidtempo.tracking import record, store
 from vidtempo.train.run import fit
 from vidtempo.tune import space as S
 
 
 def concurrent_trials(cfg: Config) -> int:
-    """How many trials of `cfg` the cluster holds at once (CPUs, and GPUs when used)."""
-    r = cfg.run
-    total = ray.cluster_resources()
-    n = math.floor(total.get("CPU", 0) / cpus_per_run(cfg) + 1e-9)
-    if r.use_gpu:
-        n = min(n, math.floor(total.get("GPU", 0) / r.num_workers + 1e-9))
+    """How many trials of `cfg` the cluster holds at once at its largest: its alive nodes and
+    those its autoscaler may add (trials beyond the alive nodes wait for theirs)."""
+    cap = capacity.read()
+    need = capacity.Need.for_run(cfg)
+    n = cap.most(need)
     if n < 1:
-        raise ResourceError(f"one trial needs more than the cluster has ({total})")
+        raise ResourceError(capacity.impossible(need, cap))
     return n
 
 
@@ -123,7 +124,7 @@ def trial(params: dict, *, base: dict, data_dir: str, sweep_name: str, parent_ru
     changed = {k: b for k, (_, b) in config.diff(base_cfg, cfg).items()}
     tags = {"vidtempo.sweep": sweep_name, "vidtempo.config_diff": json.dumps(changed)}
     fit(cfg, data_dir, name=name, imagenet=imagenet, tags=tags, parent_run_id=parent_run_id,
-        quiet=True, callbacks=[TuneReportCallback()])  # fmt: skip
+        quiet=True, callbacks=[TuneReportCallback()], under=f"sweeps/{sweep_name}/trials")  # fmt: skip
 
 
 def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: int = 1,
