@@ -47,8 +47,9 @@ test: install lint
 demo: install
 	$(BIN)/vidtempo demo
 
-# the README's cluster workflow on this machine: a local S3 server, tracking server and a
-# two-node Ray cluster in token mode (a few minutes on 2 cores; files under rehearsal/)
+# the README's cluster workflow on this machine: a local S3 server, tracking server and a Ray
+# head in token mode whose autoscaler adds nodes on demand (minutes on 2 cores; files under
+# rehearsal/)
 cluster-rehearsal: install
 	$(BIN)/python -m vidtempo.rehearsal --workdir rehearsal
 

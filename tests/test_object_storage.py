@@ -226,19 +226,33 @@ def test_a_run_outlasts_s3_going_silent_and_the_tracking_server_restarting(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
-    """`make cluster-rehearsal`'s steps (vidtempo.rehearsal), on the session's S3 server."""
-    from vidtempo.rehearsal import EPOCHS, rehearse
+    """`make cluster-rehearsal`'s steps (vidtempo.rehearsal), on the session's S3 server, on a
+    cluster that starts as its head alone and grows and shrinks by Ray's own autoscaler."""
+    from vidtempo.rehearsal import EPOCHS, SWEEP_EPOCHS, rehearse
 
     lines: list[str] = []
     results = rehearse(tmp_path / "rehearsal", say=lambda *a, **k: lines.append(" ".join(a)),
                        s3=s3)  # fmt: skip
     text = "\n".join(lines)
+    nodes = {step: " | ".join(events) for step, events in results["nodes"].items()}
+    assert results["workers_at_start"] == {}  # the head alone
+    # prepare --ray --decode-on decode: the conversion asked for a decode node, and got it
     assert results["prepare"] == [
         "train: 48 videos in 3 shards, 12 classes, 0 quarantined",
         "val: 24 videos in 2 shards, 12 classes, 0 quarantined"], text  # fmt: skip
+    assert "Adding 1 node(s) of type cpu-decode" in nodes["prepare"], text
+    waited = "\n".join(results["prepare_waited"])
+    assert "waiting for the autoscaler: 1 × cpu-decode for the conversion's tasks" in waited, text
+    # doctor on the cold cluster: what the run will have launched, not a failure
     assert "all checks passed" in results["doctor"], results["doctor"]
+    assert "the run: the autoscaler will add 1 × trainer when it starts" in results["doctor"]
     assert results["anonymous_job"] in (401, 403)  # the Jobs API refuses a job without the token
-    # the node went while the run trained; the run resumed from its checkpoint in the bucket
+    # the job: a trainer node added for it, lost mid-run, replaced; the run resumed from its
+    # checkpoint in the bucket
+    assert any("waiting for the autoscaler: 1 × trainer for 2 workers" in ln
+               for ln in results["waited"]), results["job_log"][-3000:]  # fmt: skip
+    assert nodes["train"].count("Adding 1 node(s) of type trainer") >= 2, text
+    assert "of type trainer (lost contact with raylet)" in nodes["train"], text
     assert 1 <= results["removed_after"] < EPOCHS, text
     assert results["resumed"] and results["status"] == "FINISHED", results["job_log"][-3000:]
     assert results["epochs"] == list(range(1, EPOCHS + 1))
@@ -260,4 +274,35 @@ def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
         assert results["served"]["uncommitted.diff"]
     assert results["evaluate"] is not None and 0 <= results["evaluate"] <= 100
     assert "zoo_compare.md" in results["report"]
+    # the sweep: stopped mid-way (`ray job stop`: the driver gone) once ASHA's rung held a
+    # result, resumed with --resume to the end, on the trainer nodes the autoscaler added
+    sweep = results["sweep"]
+    assert sweep["rungs_before"].get("2"), sweep["first_log"][-3000:]
+    assert len(sweep["children"]) == 4 and len(sweep["trials"]) == 4, sweep  # each once
+    for name, epochs in sweep["children"].items():
+        assert epochs == sorted(set(epochs)), (name, epochs)  # no finished epoch trained again
+        assert len(epochs) >= sweep["before"].get(name, 0)
+    for milestone, trials in sweep["rungs_before"].items():  # ASHA's rungs survived the stop
+        assert set(trials) <= set(sweep["rungs_after"][milestone]), sweep
+    trials = sweep["trials"]
+    assert {t["status"] for t in trials} <= {"done", "stopped"}, trials  # none pending or failed
+    stopped = [t for t in trials if t["status"] == "stopped"]
+    assert stopped and all(t["epochs"] == 2 for t in stopped), trials  # ASHA stopped some, at its rung
+    assert any(t["status"] == "done" and t["epochs"] == SWEEP_EPOCHS for t in trials), trials
+    for name, p in sweep["params"].items():
+        # the searched lr is the base lr at the reference batch (2 × 8); this batch is 2 × 4
+        assert float(p["lr.effective"]) == pytest.approx(float(p["optim.lr"]) * 8 / 16)
+        assert p["batch.global"] == "8"
+        assert set(json.loads(sweep["diffs"][name])) <= {"optim.lr", "model.shift_div"}
+        assert (sweep["statuses"][name] == "KILLED") == (name in sweep["stopped_names"])
+    assert sweep["parent"] == "FINISHED" and sweep["parent_tags"]["space.model.shift_div"]
+    best_file = tmp_path / "best_config.yaml"
+    best_file.write_text(sweep["best_config"])
+    best, top = config.load(best_file), max(trials, key=lambda t: t["best"])
+    assert best.optim.lr == pytest.approx(top["params"]["optim.lr"])
+    assert best.model.shift_div == top["params"]["model.shift_div"]
+    assert {"asha_state.pkl", "best_config.yaml", "trials", "vidtempo_sweep.json"} <= set(sweep["files"])
+    assert "Adding" in nodes["sweep"] and "trainer" in nodes["sweep"], text
+    # the decode node went once idle, before the job: the head alone again
+    assert results["workers_after_idle"] == {} and "cpu-decode (idle)" in nodes["idle"], text
     assert f"epochs {list(range(1, EPOCHS + 1))}" in lines[-1]

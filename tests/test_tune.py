@@ -1,16 +1,9 @@
 """Sweeps: search spaces checked before anything starts (no trial, no MLflow run, no sweep
-folder when a key or a value is bad), and a real ASHA sweep on the synthetic dataset that is
-interrupted, resumed, stops weak trials, and leaves nested MLflow runs and a best config."""
+folder when a key or a value is bad), ASHA's rungs across a resume, and a stopped trial's MLflow
+run. A real ASHA sweep on the synthetic dataset — stopped, resumed, weak trials stopped, nested
+MLflow runs and a best config — is the cluster rehearsal's last step (test_object_storage)."""
 
 from __future__ import annotations
-
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -52,88 +45,6 @@ def test_bad_space_fails_before_any_trial(item, message, tmp_path, synthetic_dat
     with pytest.raises(ConfigError, match=message):
         sweep(cfg, synthetic_data, S.parse([item]), samples=4)
     assert not list(tmp_path.iterdir())  # no sweep folder, no MLflow store: nothing started
-
-
-def _runs(uri):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("sweep")
-    return client.search_runs([exp.experiment_id]) if exp else []
-
-
-@pytest.fixture(scope="module")
-def sweep_data(tmp_path_factory):
-    """Enough synthetic videos that a good lr is above chance after two epochs."""
-    from vidtempo.data.prepare import prepare_synthetic
-
-    out = tmp_path_factory.mktemp("sweep_data")
-    prepare_synthetic(out, {"train": 16, "val": 6}, frames=32, size=40, workers=2, progress=False)
-    return out
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_asha_sweep_interrupted_and_resumed(ray_session, sweep_data, tmp_path):
-    """A 2 × 2 grid over lr and shift_div with ASHA (one rung at epoch 2), 2 CPU workers per
-    trial, on 2 cores: interrupted after the first trial, resumed, finished. Trials run in grid
-    order: the two with lr 0.005 (which learns: well above chance after 2 epochs) first, then
-    the two with lr 1e-5 (which barely moves from chance), so the rung holds good results before
-    the weak trials come — one of them from before the interruption.
-    The suite's own Ray instance stays up beside the sweep's: a stopped trial must still free
-    its CPUs (Ray Train's cleaner used to give up when it saw two instances)."""
-    assert ray_session.is_initialized()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "vidtempo.cli", "tune", "tin_r18_synthetic",
-           f"--data={sweep_data}", "--name=sw", "--grace-period=2", "--reduction-factor=2",
-           "--space", "optim.lr=grid:0.005,0.00001", "--space", "model.shift_div=grid:2,4",
-           "--set", "train.epochs=3", "--set", "run.batch_per_worker=4", "--set", "train.min_steps=null",
-           "--set", "schedule.warmup_epochs=0",
-           f"--storage={tmp_path / 'runs'}", f"--mlflow-uri={uri}", "--experiment=sweep"]  # fmt: skip
-    env = {**os.environ, "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    env.pop("RAY_ADDRESS", None)
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 400
-    while not any(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags
-                  for r in _runs(uri)):  # fmt: skip
-        assert first.poll() is None, "the sweep ended before it was interrupted"
-        assert time.monotonic() < deadline, "no trial finished in time"
-        time.sleep(2)
-    first.send_signal(signal.SIGINT)  # as Ctrl-C: Tune saves its state and stops
-    first.wait(timeout=120)
-    finished_before = {r.info.run_id for r in _runs(uri) if r.info.status == "FINISHED"
-                       and "mlflow.parentRunId" in r.data.tags}  # fmt: skip
-
-    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    runs = _runs(uri)
-    (parent,) = [r for r in runs if r.data.tags.get("vidtempo.kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    trials = json.loads(Path(parent.info.artifact_uri.removeprefix("file://"), "trials.json")
-                        .read_text())  # fmt: skip
-    assert len(trials) == 4 and len(children) == 4  # one child per trial, none twice
-    assert finished_before <= {c.info.run_id for c in children}
-    assert {t["status"] for t in trials} <= {"done", "stopped"}  # nothing pending or failed
-    stopped = [t for t in trials if t["status"] == "stopped"]
-    assert stopped, trials  # ASHA stopped some early ...
-    assert all(t["epochs"] == 2 for t in stopped)  # ... at its rung
-    assert any(t["status"] == "done" and t["epochs"] == 3 for t in trials)
-    for c in children:
-        p = c.data.params
-        # the searched lr is the base lr at the reference batch (2 × 8); this batch is 2 × 4
-        assert float(p["lr.effective"]) == pytest.approx(float(p["optim.lr"]) * 8 / 16)
-        assert p["batch.global"] == "8" and "val/top1" in c.data.metrics
-        diff = json.loads(c.data.tags["vidtempo.config_diff"])
-        assert set(diff) <= {"optim.lr", "model.shift_div", "schedule.warmup_epochs"}
-        if c.data.tags.get("vidtempo.stopped_by") == "ASHA":
-            assert c.info.status == "KILLED"
-    assert {c.data.tags.get("vidtempo.stopped_by") for c in children} >= {"ASHA"}
-    assert parent.info.status == "FINISHED" and parent.data.tags["space.model.shift_div"]
-    best = config.load(tmp_path / "runs" / "sweeps" / "sw" / "best_config.yaml")
-    top = max(trials, key=lambda t: t["best"])
-    assert best.optim.lr == pytest.approx(top["params"]["optim.lr"])
-    assert best.model.shift_div == top["params"]["model.shift_div"]
 
 
 def test_asha_rungs_survive_a_resume(tmp_path):

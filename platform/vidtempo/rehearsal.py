@@ -8,14 +8,22 @@ starts on AWS, and the rehearsal of the README's "Running on a cluster" against 
                          the way a cluster reaches S3 (or MinIO) — no code path of our own
     start_mlflow_server  `mlflow server`, behind MLflow's basic-auth app, artifacts proxied to a
                          bucket, as on cluster.yaml's head
+    AutoscalingHead      `ray start --head --autoscaling-config=…` in token mode: Ray's own
+                         autoscaler, launching the nodes of cluster.yaml's types as raylets on
+                         this machine (its fake multi-node provider) — the head starts alone
     RayNode              `ray start --head` or `ray start --address` in token mode, every port
                          its own, in a process group of its own (removing the node = killing it)
 
-The rehearsal, step by step as the README says: `vidtempo cluster-secrets` → `prepare synthetic`
-to s3:// with `--ray` → `vidtempo doctor --data s3://…` → `ray job submit … jobs/train.py` with
-s3:// data and checkpoints and the tracking server → the worker node removed mid-run → the run
-resumes from its S3 checkpoint and finishes every epoch → its artifacts in the bucket, served by
-the tracking server → `vidtempo evaluate` from an s3:// checkpoint → `vidtempo zoo compare`.
+The rehearsal, step by step as the README says, on a cluster that starts as its head alone:
+`vidtempo cluster-secrets` → `prepare synthetic` to s3:// with `--ray --decode-on decode` (the
+autoscaler adds a decode node) → the decode node gone after the idle timeout → `vidtempo doctor`
+(what the run will have launched) → `ray job
+submit … jobs/train.py` with s3:// data and checkpoints and the tracking server (a trainer node
+added; then lost mid-run, replaced, and the run resumes from its S3 checkpoint) → its artifacts
+in the bucket, served by the tracking server → `vidtempo evaluate` from an s3:// checkpoint →
+`vidtempo zoo compare` → `ray job submit … jobs/tune.py` (two trials at a time on the trainer
+nodes it adds), stopped with `ray job stop` and submitted again with `--resume`. Each step prints
+the nodes the autoscaler added and removed.
 """
 
 from __future__ import annotations
@@ -34,7 +42,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
+
+import yaml
 
 from vidtempo.machine import free_port
 
@@ -60,12 +71,14 @@ def wait_for(url: str, proc: subprocess.Popen, what: str, log: Path | None = Non
             time.sleep(0.5)
 
 
-def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Stop a process started with start_new_session and everything it started."""
+def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM,
+                       grace: float = 20) -> None:  # fmt: skip
+    """Stop a process started with start_new_session and everything it started (killed after
+    `grace` seconds)."""
     try:
         os.killpg(proc.pid, signal.SIGCONT)  # a paused server would never see the SIGTERM
         os.killpg(proc.pid, sig)
-        proc.wait(timeout=20)
+        proc.wait(timeout=grace)
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired:
@@ -216,13 +229,182 @@ class RayNode:
             current.unlink()
 
 
+# ---- a cluster with Ray's autoscaler --------------------------------------------------------
+
+# cluster.yaml's worker types at min_workers 0, on one machine: "trainer" stands in for gpu8
+# (CPUs only here), "cpu-decode" carries the `decode` resource; the head has no CPUs, as the
+# measured cold cluster (drivers, Train controllers and Tune's trial actors need none)
+NODE_TYPES = {
+    "trainer": {"resources": {"CPU": 2}, "min_workers": 0, "max_workers": 2},
+    "cpu-decode": {"resources": {"CPU": 1, "decode": 1000}, "min_workers": 0, "max_workers": 1},
+}
+HEAD_TYPE = "ray.head.default"  # the fake provider's name for the head's type
+IDLE_MINUTES = 0.5
+# the autoscaler's loop every second (Ray's own tests do so; 5 s by default), and a node that
+# stops answering is given up after 20 s (30 by default) and replaced
+AUTOSCALER_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                  "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "20"}  # fmt: skip
+
+
+def autoscaling_config(gcs: str, node_types: dict, idle_minutes: float, temp_root: str) -> dict:
+    """The cluster config the head's autoscaler reads (what `ray up` writes to the head as
+    ~/ray_bootstrap_config.yaml): the provider, the node types, the idle timeout, and the keys
+    its monitor reads, empty (nothing to copy or run on a node of this machine)."""
+    kinds = {name: {"node_config": {}, **spec} for name, spec in node_types.items()}
+    kinds[HEAD_TYPE] = {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0}
+    return {
+        "cluster_name": "rehearsal", "upscaling_speed": 1.0, "idle_timeout_minutes": idle_minutes,
+        "max_workers": sum(spec["max_workers"] for spec in node_types.values()),
+        # without disable_node_updaters every launch counts as failed (no SSH to a raylet);
+        # node ids as IPs: every node of this machine has the same IP
+        "provider": {"type": "external", "module": "vidtempo.rehearsal_nodes.LocalNodeProvider",
+                     "gcs_address": gcs, "disable_node_updaters": True,
+                     "disable_launch_config_check": True, "use_node_id_as_ip": True,
+                     "node_temp_root": temp_root},
+        "auth": {}, "available_node_types": kinds, "head_node_type": HEAD_TYPE,
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
+        "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+        "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }  # fmt: skip
+
+
+class AutoscalingHead:
+    """`ray start --head --autoscaling-config=FILE --block` in token mode: a head with no CPUs
+    whose autoscaler (Ray's own) launches the nodes of `node_types` when something asks for their
+    resources and removes them after `idle_minutes` idle. `address` is the dashboard's URL, `gcs`
+    what `ray.init` / `--address` take. Its own temp dir, with a folder in it for each node (as
+    on its own machine), so that the autoscaler's log (what it added and removed: `events`) is
+    its own, and its nodes are found by their raylets' socket paths under it."""
+
+    def __init__(self, env: dict, workdir: str | Path, node_types: dict = NODE_TYPES,
+                 idle_minutes: float = IDLE_MINUTES):  # fmt: skip
+        self.gcs_port, dash = free_port(), free_port()
+        self.gcs, self.address = f"127.0.0.1:{self.gcs_port}", f"http://127.0.0.1:{dash}"
+        self.node_types = node_types
+        self.temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths live under it
+        self.config = Path(workdir).resolve() / "autoscaler.yaml"
+        self.config.write_text(yaml.safe_dump(
+            autoscaling_config(self.gcs, node_types, idle_minutes, self.temp)))
+        self._log_offset = 0
+        args = ["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", "--num-cpus=0",
+                f"--autoscaling-config={self.config}", f"--temp-dir={self.temp}",
+                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
+                *(f"--{name}-port={free_port()}" for name in (
+                    "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
+                    "runtime-env-agent", "object-manager")),
+                '--system-config={"idle_worker_killing_time_threshold_ms":60000}']  # fmt: skip
+        # the state API's address for Ray Train's placement-group cleaner (in a worker): on this
+        # machine it finds this cluster at two addresses (127.0.0.1 and the machine's IP) and
+        # gave up with "Found multiple active Ray instances" (vidtempo's local instances, too,
+        # tell their workers; a cloud node runs one instance)
+        env = {**env, **AUTOSCALER_ENV, "RAY_API_SERVER_ADDRESS": self.address}
+        self.proc = subprocess.Popen(
+            [str(BIN / "ray"), "start", *args, "--block"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        wait_for(f"{self.address}/api/version", self.proc, "the Ray head", timeout=90)
+
+    def _monitor_log(self) -> Path:
+        return Path(self.temp) / "session_latest" / "logs" / "monitor.log"
+
+    def events(self) -> list[str]:
+        """What the autoscaler did since the last call ("Adding 1 node(s) of type trainer.",
+        "Removing 1 nodes of type trainer (idle).")."""
+        log = self._monitor_log()
+        if not log.exists():
+            return []
+        with open(log, errors="replace") as fh:
+            fh.seek(self._log_offset)
+            text = fh.read()
+            self._log_offset = fh.tell()
+        return [line.split(":event_summary:", 1)[1].strip() for line in text.splitlines()
+                if ":event_summary:" in line]  # fmt: skip
+
+    def raylets(self) -> list:
+        """The raylets of the nodes the autoscaler launched (processes of this machine)."""
+        import psutil
+
+        out = []
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if proc.info.get("name") == "raylet" and any(
+                    a.startswith(f"--raylet_socket_name={self.temp}") for a in cmd):  # fmt: skip
+                with contextlib.suppress(psutil.Error):
+                    if proc.environ().get("RAY_NODE_TYPE_NAME") in self.node_types:
+                        out.append(proc)
+        return out
+
+    def workers(self) -> Counter:
+        """Nodes of each type up now."""
+        import psutil
+
+        kinds = Counter()
+        for proc in self.raylets():
+            with contextlib.suppress(psutil.Error):
+                kinds[proc.environ()["RAY_NODE_TYPE_NAME"]] += 1
+        return kinds
+
+    def kill_node(self, node_id: str) -> str:
+        """The node `node_id` lost: its raylet and every process under it, at once (the
+        autoscaler notices when the raylet stops answering). Returns the node's type."""
+        import psutil
+
+        for proc in self.raylets():
+            if f"--node_id={node_id}" in proc.cmdline():
+                kind = proc.environ().get("RAY_NODE_TYPE_NAME", "?")
+                for p in [*proc.children(recursive=True), proc]:
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+                return kind
+        raise RuntimeError(f"no node {node_id} of the autoscaler's is up to remove")
+
+    def stop(self) -> None:
+        # the monitor's nodes are in the head's process group; a head's orderly stop takes
+        # 20-30 s on 2 cores, and nothing of it is kept
+        stop_process_group(self.proc, grace=5)
+        shutil.rmtree(self.temp, ignore_errors=True)
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{self.gcs_port}"):
+            current.unlink()
+
+
+def summarize_events(events: list[str]) -> str:
+    """'added 1 × trainer, 1 × cpu-decode; removed 1 × trainer (lost contact with raylet)'."""
+    import re
+
+    added, removed = Counter(), Counter()
+    for e in events:
+        if m := re.match(r"Adding (\d+) node\(s\) of type (\S+?)\.?$", e):
+            added[m.group(2)] += int(m.group(1))
+        elif m := re.match(r"Removing (\d+) nodes of type (\S+) \((.*)\)\.?$", e):
+            removed[f"{m.group(2)} ({m.group(3)})"] += int(m.group(1))
+    parts = []
+    if added:
+        parts.append("added " + ", ".join(f"{n} × {k}" for k, n in sorted(added.items())))
+    if removed:
+        parts.append("removed " + ", ".join(f"{n} × {k}" for k, n in sorted(removed.items())))
+    return "; ".join(parts) or "no nodes added or removed"
+
+
 # ---- the rehearsal ----------------------------------------------------------------------------
 
 BUCKET = "vidtempo-rehearsal"
-STEPS = 7
+STEPS = 9
 EPOCHS = 4
 RUN_SETS = [f"train.epochs={EPOCHS}", "train.min_steps=null", "run.batch_per_worker=4",
-            "run.max_failures=2", "run.placement_strategy=SPREAD"]  # fmt: skip
+            "run.max_failures=2"]  # fmt: skip
+SWEEP = "rehearsal-sweep"
+SWEEP_EPOCHS = 3
+# A 2 × 2 grid over lr and shift_div, two trials at a time on the two trainer nodes, ASHA with
+# one rung at epoch 2. Trials run in grid order: the two with lr 0.005 (which learns: 25% after
+# two epochs on this set, measured, chance 8.3%) first, then the two with lr 1e-5 (which barely
+# moves from chance), so the rung holds good results before the weak trials come to it.
+SWEEP_ARGS = ["--space", "optim.lr=grid:0.005,0.00001", "--space", "model.shift_div=grid:2,4",
+              "--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "2",
+              "--set", f"train.epochs={SWEEP_EPOCHS}", "--set", "train.min_steps=96",
+              "--set", "schedule.warmup_epochs=0", "--set", "run.batch_per_worker=4"]  # fmt: skip
+SWEEP_RUNG = "2"  # the sweep's job is stopped once a trial is recorded at this milestone
 
 
 def sourced(env_file: Path, env: dict) -> dict:
@@ -233,16 +415,18 @@ def sourced(env_file: Path, env: dict) -> dict:
 
 
 class Rehearsal:
-    """The steps, each printed as it starts and ends; `results` collects what they found."""
+    """The steps, each printed as it starts and ends with the nodes the autoscaler added and
+    removed meanwhile; `results` collects what they found."""
 
     def __init__(self, workdir: str | Path, say=print, s3: S3Server | None = None):
         self.s3 = s3  # an S3 server already up (a test session's); else one of our own
         self.work = Path(workdir).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.say = say
-        self.results: dict = {}
+        self.results: dict = {"nodes": {}}
         self.stack: list = []  # what to stop at the end, last started first
         self.step_no = 0
+        self.head: AutoscalingHead | None = None
 
     def run(self, *cmd: str, env: dict | None = None, timeout: float = 600) -> str:
         done = subprocess.run([str(c) for c in cmd], env=env or self.env, capture_output=True,
@@ -255,10 +439,18 @@ class Rehearsal:
     def step(self, title: str):
         self.step_no += 1
         self.say(f"[{self.step_no}/{STEPS}] {title}", flush=True)
+        if self.head:
+            self.head.events()  # what came before this step is not its doing
         return time.monotonic()
 
-    def done(self, started: float, what: str) -> None:
+    def done(self, started: float, what: str, key: str | None = None,
+             events: list[str] | None = None) -> None:  # fmt: skip
         self.say(f"      {what} ({time.monotonic() - started:.0f} s)", flush=True)
+        if self.head:
+            events = (events or []) + self.head.events()
+            if key:
+                self.results["nodes"][key] = events
+            self.say(f"      autoscaler: {summarize_events(events)}", flush=True)
 
     @contextlib.contextmanager
     def client(self):
@@ -287,10 +479,19 @@ class Rehearsal:
                 self.say(f"      (stopping: {exc})")
         self.stack = []
 
+    def submit(self, *args: str, submission_id: str | None = None) -> list:
+        """`ray job submit` of this checkout, as the README has the user type it."""
+        from vidtempo import lineage
+
+        return [BIN / "ray", "job", "submit", f"--address={self.head.address}",
+                *([f"--submission-id={submission_id}"] if submission_id else []),
+                f"--working-dir={CHECKOUT}", "--runtime-env-json",
+                json.dumps(lineage.runtime_env()), "--", "python", *args]  # fmt: skip
+
     # --------------------------------------------------------------------------------------
     def services(self) -> None:
         t = self.step("local stand-ins: an S3 server, the cluster's secrets, the tracking "
-                      "server, a Ray head and a worker node")  # fmt: skip
+                      "server, a Ray head alone with its autoscaler")  # fmt: skip
         s3 = self.s3
         if s3 is None:
             s3 = S3Server(self.work)
@@ -306,32 +507,49 @@ class Rehearsal:
         (self.work / "mlflow").mkdir(exist_ok=True)
         server, url = start_mlflow_server(self.work / "mlflow", login, f"{root}/mlflow", env=env)
         self.stack.append(lambda: stop_process_group(server))
-        head = RayNode(env, num_cpus=2)
-        self.stack.append(head.stop)
-        node = RayNode(env, num_cpus=2, head=head)
-        self.stack.append(node.stop)
-        # what cluster.yaml's head gives every job driver and shell
+        # what cluster.yaml's head gives every job driver and shell (~/vidtempo.env, sourced
+        # before `ray start`): the bucket for checkpoints, the tracking server
         env.update(VIDTEMPO_STORAGE=f"{root}/runs", VIDTEMPO_MLFLOW_URI=url)
-        self.env, self.s3, self.root, self.url, self.head, self.node = env, s3, root, url, head, node
+        head = AutoscalingHead(env, self.work)
+        self.stack.append(head.stop)
+        self.env, self.s3, self.root, self.url, self.head = env, s3, root, url, head
         self.data = f"{root}/data/synthetic"
         from vidtempo.doctor import anonymous_status
 
         anonymous = anonymous_status(f"{head.address}/api/jobs/",
                                      json.dumps({"entrypoint": "echo anyone"}).encode())  # fmt: skip
-        self.results.update(s3=s3.url, tracking=url, dashboard=head.address, anonymous_job=anonymous)
+        self.results.update(s3=s3.url, tracking=url, dashboard=head.address,
+                            anonymous_job=anonymous, workers_at_start=dict(head.workers()))  # fmt: skip
         if anonymous not in (401, 403):
             raise RuntimeError(f"the Ray head took a job without its token (HTTP {anonymous})")
+        kinds = ", ".join(f"{k} (up to {v['max_workers']})" for k, v in head.node_types.items())
         self.done(t, f"S3 {s3.url} (bucket {BUCKET}), MLflow {url} (basic-auth, artifacts in "
-                     f"{root}/mlflow), Ray head {head.gcs} + 1 node, token mode (a job without "
-                     f"the token: HTTP {anonymous})")  # fmt: skip
+                     f"{root}/mlflow), Ray head {head.gcs} alone, token mode (a job without the "
+                     f"token: HTTP {anonymous}); its autoscaler may add {kinds}")  # fmt: skip
 
     def prepare(self) -> None:
-        t = self.step(f"vidtempo prepare synthetic --out {self.data} --ray {self.head.gcs}")
+        t = self.step(f"vidtempo prepare synthetic --out {self.data} --ray {self.head.gcs} "
+                      "--decode-on decode")  # fmt: skip
         out = self.run(BIN / "vidtempo", "prepare", "synthetic", "--out", self.data,
                        "--train-per-class", "4", "--val-per-class", "2", "--frames", "24",
-                       "--size", "48", "--videos-per-shard", "16", "--ray", self.head.gcs)  # fmt: skip
+                       "--size", "48", "--videos-per-shard", "16", "--ray", self.head.gcs,
+                       "--decode-on", "decode")  # fmt: skip
         self.results["prepare"] = [line for line in out.splitlines() if " videos in " in line]
-        self.done(t, "; ".join(self.results["prepare"]))
+        self.results["prepare_waited"] = [ln for ln in out.splitlines() if "autoscaler" in ln]
+        self.done(t, "; ".join(self.results["prepare"]), "prepare")
+
+    def idle(self, timeout: float = IDLE_MINUTES * 60 + 90) -> None:
+        t = self.step(f"the decode node gone after the idle timeout ({IDLE_MINUTES * 60:.0f} s)")
+        deadline, events = time.monotonic() + timeout, []
+        # until its raylet is gone and the autoscaler has said why (it logs after the kill)
+        while self.head.workers() or not any("(idle)" in e for e in events):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nodes still up {timeout:.0f} s after the conversion: "
+                                   f"{dict(self.head.workers())}; the autoscaler: {events}")  # fmt: skip
+            time.sleep(1)
+            events += self.head.events()
+        self.results["workers_after_idle"] = dict(self.head.workers())
+        self.done(t, "the head is alone again", "idle", events)
 
     def doctor(self) -> None:
         t = self.step(f"vidtempo doctor --address {self.head.gcs} --data {self.data}")
@@ -339,21 +557,21 @@ class Rehearsal:
                        "tin_r18_synthetic", "--workers", "2", "--data", self.data,
                        "--working-dir", CHECKOUT)  # fmt: skip
         self.results["doctor"] = out
-        self.done(t, "all checks passed" if "all checks passed" in out else out[-300:])
+        plan = next((ln for ln in out.splitlines() if ln.startswith("the run:")), "")
+        self.done(t, ("all checks passed" if "all checks passed" in out else out[-300:])
+                  + f"; {plan}", "doctor")  # fmt: skip
 
     def train_with_a_node_lost(self) -> None:
-        from vidtempo import lineage, storage
+        from vidtempo import storage
         from vidtempo.train import checkpoint as ckpt
 
         t = self.step("ray job submit … -- python jobs/train.py --config tin_r18_synthetic "
-                      f"--data {self.data} (the worker node removed mid-run)")  # fmt: skip
+                      f"--data {self.data} (its trainer node lost mid-run)")  # fmt: skip
         run_dir = f"{self.root}/runs/rehearsal"
-        cmd = [BIN / "ray", "job", "submit", f"--address={self.head.address}",
-               f"--working-dir={CHECKOUT}", "--runtime-env-json",
-               json.dumps(lineage.runtime_env()), "--", "python", "jobs/train.py",
-               "--config", "tin_r18_synthetic", "--data", self.data,
-               "--storage", f"{self.root}/runs", "--mlflow-uri", self.url, "--name",
-               "rehearsal", "--experiment", "rehearsal", *[a for s in RUN_SETS for a in ("--set", s)]]  # fmt: skip
+        # no --storage, no --mlflow-uri: the job's driver has them from the head, as on AWS
+        cmd = self.submit("jobs/train.py", "--config", "tin_r18_synthetic", "--data", self.data,
+                          "--name", "rehearsal", "--experiment", "rehearsal",
+                          *[a for s in RUN_SETS for a in ("--set", s)])  # fmt: skip
         with open(self.work / "job.log", "w") as log, self.client() as client:
             job = subprocess.Popen([str(c) for c in cmd], env=self.env, stdout=log,
                                    stderr=subprocess.STDOUT)  # fmt: skip
@@ -364,13 +582,15 @@ class Rehearsal:
                     break
                 time.sleep(0.2)
             removed_after = ckpt.restored_epochs(run_dir)
-            self.node.kill()
-            self.say(f"      worker node removed after epoch {removed_after}", flush=True)
+            run_id = ckpt.read_progress(run_dir)["mlflow_run_id"]
+            node = json.loads(client.get_run(run_id).data.tags["vidtempo.worker_nodes"])[0]
+            kind = self.head.kill_node(node)
+            self.say(f"      the node with the workers ({kind} {node[-5:]}) lost after epoch "
+                     f"{removed_after}", flush=True)  # fmt: skip
             rc = job.wait(timeout=900)
             text = (self.work / "job.log").read_text()
             if rc != 0:
                 raise RuntimeError(f"the job failed (exit {rc}):\n{text[-4000:]}")
-            run_id = ckpt.read_progress(run_dir)["mlflow_run_id"]
             run = client.get_run(run_id)
             epochs = sorted({m.step for m in client.get_metric_history(run_id, "epoch")})
             last = sorted(n for n in storage.listdir(run_dir) if n.startswith("epoch_"))[-1]
@@ -378,12 +598,15 @@ class Rehearsal:
         steps = int(run.data.metrics["steps_per_epoch"])
         self.results.update(
             run_id=run_id, run_dir=run_dir, removed_after=removed_after, epochs=epochs,
+            lost=kind,
             tags=run.data.tags, params=run.data.params,
             resumed=[ln.split("] ", 1)[-1] for ln in text.splitlines() if "resumed after" in ln],
+            waited=[ln for ln in text.splitlines() if "autoscaler" in ln],
             status=run.info.status, iterations=(state["iteration"], EPOCHS * steps),
             job_log=text)  # fmt: skip
         self.done(t, f"job succeeded; {'; '.join(self.results['resumed']) or 'no resume line'}; "
-                     f"epochs logged {epochs}; steps {state['iteration']} of {EPOCHS * steps}")  # fmt: skip
+                     f"epochs logged {epochs}; steps {state['iteration']} of {EPOCHS * steps}",
+                  "train")  # fmt: skip
 
     def artifacts(self) -> None:
         from vidtempo import storage
@@ -420,7 +643,7 @@ class Rehearsal:
         if not found:
             raise RuntimeError(f"evaluate printed no test/top1:\n{out[-3000:]}")
         self.results["evaluate"] = float(found.group(2))
-        self.done(t, f"{found.group(1)} {self.results['evaluate']}")
+        self.done(t, f"{found.group(1)} {self.results['evaluate']}", "evaluate")
 
     def zoo_compare(self) -> None:
         t = self.step(f"vidtempo zoo compare --mlflow-uri {self.url}")
@@ -430,6 +653,98 @@ class Rehearsal:
         self.results["report"] = sorted(p.name for p in report.rglob("*") if p.is_file())
         self.results["report_text"] = out
         self.done(t, f"{report}: {', '.join(self.results['report'])}")
+
+    def sweep_stopped_and_resumed(self) -> None:
+        t = self.step(f"ray job submit … -- python jobs/tune.py --config tin_r18_synthetic "
+                      f"--data {self.data} --name {SWEEP} (stopped with `ray job stop`, then "
+                      "submitted again with --resume)")  # fmt: skip
+        args = ["jobs/tune.py", "--config", "tin_r18_synthetic", "--data", self.data,
+                "--name", SWEEP, "--experiment", "rehearsal-sweep", *SWEEP_ARGS]  # fmt: skip
+        sweep_dir = f"{self.root}/runs/sweeps/{SWEEP}"
+        first = self.work / "sweep-1.log"
+        with open(first, "w") as log, self.client():
+            job = subprocess.Popen([str(c) for c in self.submit(*args, submission_id=f"{SWEEP}-1")],
+                                   env=self.env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            deadline = time.monotonic() + 900
+            while not asha_rungs(sweep_dir).get(SWEEP_RUNG):
+                if job.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the sweep ended before it was stopped:\n"
+                                       f"{first.read_text()[-4000:]}")  # fmt: skip
+                time.sleep(1)
+            self.run(BIN / "ray", "job", "stop", f"--address={self.head.address}", f"{SWEEP}-1")
+            job.wait(timeout=120)
+            before = trial_epochs(sweep_dir)
+            rungs_before = asha_rungs(sweep_dir)
+        self.say(f"      stopped with {sum(before.values())} trial-epochs done "
+                 f"({', '.join(f'{k[-5:]}: {v}' for k, v in sorted(before.items()))}) and ASHA's "
+                 f"rung {SWEEP_RUNG} holding {', '.join(t[-5:] for t in rungs_before[SWEEP_RUNG])}",
+                 flush=True)  # fmt: skip
+        out = self.run(*self.submit(*args, "--resume", submission_id=f"{SWEEP}-2"), timeout=1500)
+        (self.work / "sweep-2.log").write_text(out)
+        with self.client() as client:
+            after = trial_epochs(sweep_dir)
+            rungs_after = asha_rungs(sweep_dir)
+            marker = json.loads(storage_read(f"{sweep_dir}/vidtempo_sweep.json"))
+            children = client.search_runs(
+                [client.get_experiment_by_name("rehearsal-sweep").experiment_id],
+                f"tags.`mlflow.parentRunId` = '{marker['parent_run_id']}'")  # fmt: skip
+            histories = {c.data.tags.get("vidtempo.run_name"): [
+                m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
+                for c in children}  # fmt: skip
+            parent = client.get_run(marker["parent_run_id"])
+            table = client.download_artifacts(parent.info.run_id, "trials.json", str(self.work))
+            trials = json.loads(Path(table).read_text())
+            best = storage_read(f"{sweep_dir}/best_config.yaml")
+            files = storage_list(sweep_dir)
+        self.results["sweep"] = {
+            "before": before, "after": after, "rungs_before": rungs_before,
+            "rungs_after": rungs_after, "children": histories, "parent": parent.info.status,
+            "parent_tags": parent.data.tags, "trials": trials, "best_config": best.decode(),
+            "params": {c.data.tags.get("vidtempo.run_name"): c.data.params for c in children},
+            "diffs": {c.data.tags.get("vidtempo.run_name"): c.data.tags.get("vidtempo.config_diff")
+                      for c in children},
+            "statuses": {c.data.tags.get("vidtempo.run_name"): c.info.status for c in children},
+            "stopped_names": [c.data.tags.get("vidtempo.run_name") for c in children
+                              if c.data.tags.get("vidtempo.stopped_by") == "ASHA"],
+            "files": files, "log": out, "first_log": first.read_text()}  # fmt: skip
+        self.done(t, f"resumed to the end: {len(histories)} trials, "
+                     f"{sum(len(h) for h in histories.values())} trial-epochs logged, "
+                     f"{len(self.results['sweep']['stopped_names'])} stopped by ASHA; in {sweep_dir}: "
+                     f"{', '.join(files)}", "sweep")  # fmt: skip
+
+
+def trial_epochs(sweep_dir: str) -> dict[str, int]:
+    """Epochs each trial's Train run has checkpointed (its progress file), by run name."""
+    from vidtempo import storage
+    from vidtempo.train import checkpoint as ckpt
+
+    trials = storage.join(sweep_dir, "trials")
+    return {name: ckpt.read_progress(storage.join(trials, name))["epochs_done"]
+            for name in storage.listdir(trials)}  # fmt: skip
+
+
+def asha_rungs(sweep_dir: str) -> dict[str, list[str]]:
+    """ASHA's rungs as the sweep saved them: milestone → the trials recorded there."""
+    import pickle
+
+    raw = storage_read(f"{sweep_dir}/asha_state.pkl")
+    if not raw:
+        return {}
+    state = pickle.loads(raw)
+    return {str(milestone): sorted(recorded) for bracket in state["_brackets"]
+            for milestone, recorded in bracket._rungs}  # fmt: skip
+
+
+def storage_read(path: str) -> bytes | None:
+    from vidtempo import storage
+
+    return storage.read_bytes(path)
+
+
+def storage_list(path: str) -> list[str]:
+    from vidtempo import storage
+
+    return sorted(storage.listdir(path))
 
 
 def http_get(url: str, login: tuple[str, str]) -> bytes:
@@ -448,16 +763,19 @@ def rehearse(workdir: str | Path, say=print, s3: S3Server | None = None) -> dict
     try:
         r.services()
         r.prepare()
+        r.idle()
         r.doctor()
         r.train_with_a_node_lost()
         r.artifacts()
         r.evaluate()
         r.zoo_compare()
+        r.sweep_stopped_and_resumed()
     finally:
         r.close()
     r.results["seconds"] = time.monotonic() - started
     say(f"rehearsal passed in {r.results['seconds'] / 60:.1f} min: the resumed run logged "
-        f"epochs {r.results['epochs']}")
+        f"epochs {r.results['epochs']}; the resumed sweep ran {len(r.results['sweep']['children'])} "
+        "trials to the end")
     return r.results
 
 
