@@ -106,3 +106,23 @@ def page_text():
         return " ".join(re.sub(r"<[^>]+>", " ", dom).split())
 
     return render
+
+
+@pytest.fixture
+def screenshot(page_text):
+    """A function: a PNG of the page at a URL as headless Chromium draws it (after its scripts
+    ran), written to a path; returns the path."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+
+    def shoot(url: str, path):
+        subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--virtual-time-budget=20000", "--window-size=1400,1000", f"--screenshot={path}",
+             url], capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+        return path
+
+    return shoot

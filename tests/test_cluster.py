@@ -167,8 +167,7 @@ def test_two_workers_on_two_nodes(spread_run, mlflow_server):
 @pytest.mark.ray
 def test_local_storage_or_sqlite_on_many_nodes_fails_at_once(cluster, synthetic_data, tmp_path):
     from vidtempo.train.run import fit
-    from vidtempo.tune import space as S
-    from vidtempo.tune.sweep import sweep
+    from vidtempo.tune.sweep import Plan, sweep
 
     cfg = config.load("tin_r18_synthetic", [f"run.storage_path={tmp_path / 'runs'}",
                                             f"run.mlflow_uri=sqlite:///{tmp_path / 'm.db'}"])  # fmt: skip
@@ -180,7 +179,7 @@ def test_local_storage_or_sqlite_on_many_nodes_fails_at_once(cluster, synthetic_
     assert f"checkpoints would go to {tmp_path / 'runs'}" in message and "s3://" in message
     assert "MLflow would write to sqlite:" in message and "mlflow server" in message
     with pytest.raises(ConfigError, match=f"spans {_alive()} nodes"):
-        sweep(cfg, synthetic_data, S.parse(["optim.lr=choice:0.01,0.02"]), samples=2)
+        sweep(cfg, synthetic_data, Plan(space={"optim.lr": "choice:0.01,0.02"}, samples=2))
     assert time.monotonic() - t < 30
     assert not list(tmp_path.iterdir())  # nothing written: no run folder, no database
 

@@ -280,8 +280,13 @@ def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
     assert sweep["rungs_before"].get("2"), sweep["first_log"][-3000:]
     assert len(sweep["children"]) == 4 and len(sweep["trials"]) == 4, sweep  # each once
     for name, epochs in sweep["children"].items():
-        assert epochs == sorted(set(epochs)), (name, epochs)  # no finished epoch trained again
-        assert len(epochs) >= sweep["before"].get(name, 0)
+        # no epoch of the checkpoint a trial resumed from trained again; one logged whose
+        # checkpoint Ray Train had not registered when the job was stopped is trained again, and
+        # MLflow holds both (the CI run of 2026-12-02 logged [1, 2, 3, 3])
+        done = sweep["before"].get(name, 0)
+        assert sorted(set(epochs)) == list(range(1, max(epochs) + 1)), (name, epochs)
+        assert all(epochs.count(e) == 1 for e in range(1, done + 1)), (name, epochs, done)
+        assert all(epochs.count(e) <= 2 for e in epochs) and max(epochs) >= done, (name, epochs)
     for milestone, trials in sweep["rungs_before"].items():  # ASHA's rungs survived the stop
         assert set(trials) <= set(sweep["rungs_after"][milestone]), sweep
     trials = sweep["trials"]

@@ -1,15 +1,29 @@
 """Sweeps: search spaces checked before anything starts (no trial, no MLflow run, no sweep
-folder when a key or a value is bad), ASHA's rungs across a resume, and a stopped trial's MLflow
-run. A real ASHA sweep on the synthetic dataset — stopped, resumed, weak trials stopped, nested
-MLflow runs and a best config — is the cluster rehearsal's last step (test_object_storage)."""
+folder when a key or a value is bad), the held-out part of train/ the trials are ranked on, the
+defaults sized to the space and the recipe, the budget, the presets, ASHA's rungs across a resume,
+a stopped trial's MLflow run, the report and plot read back from MLflow, and one real TPE + ASHA
+sweep killed with SIGKILL, resumed, and retrained on all of train/ (`--final`). A grid sweep on a
+cluster — stopped with `ray job stop`, resumed, weak trials stopped — is the cluster rehearsal's
+last step (test_object_storage)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
 import pytest
 
 from vidtempo import config
 from vidtempo.config import ConfigError
 from vidtempo.tune import space as S
+from vidtempo.tune.sweep import Plan
 
 
 def test_space_specs_parse():
@@ -32,8 +46,10 @@ def test_space_file(tmp_path):
 
 @pytest.mark.parametrize(("item", "message"), [
     ("optim.lrr=loguniform:0.001:0.1", "unknown key 'optim.lrr' .* did you mean 'optim.lr'"),
-    ("model.shift_div=choice:4,3", "model.shift_div=3 does not divide"),
-    ("model.shift_div=choice:4,32", "model.shift_div=32: TIN needs"),
+    ("model.shift_div=choice:4,3", "model.shift_div=3 does not divide the channel counts "
+                                   r"\[16, 32, 64, 128\] that tin_r50 \(depth 18, width 16\)"),
+    ("model.shift_div=choice:4,32", "model.shift_div=32 does not divide"),
+    ("model.shift_div=choice:4,8", "model.shift_div=8: TIN needs in_channels / shift_div divisible by 4"),
     ("model.shift_div=uniform:2:8", "whole numbers"),
     ("optim.momentum=choice:0.9,1.5", "optim.momentum = 1.5 .* out of range"),
 ])  # fmt: skip
@@ -43,7 +59,7 @@ def test_bad_space_fails_before_any_trial(item, message, tmp_path, synthetic_dat
     cfg = config.load("tin_r18_synthetic", [f"run.storage_path={tmp_path}",
                                             f"run.mlflow_uri=sqlite:///{tmp_path / 'm.db'}"])  # fmt: skip
     with pytest.raises(ConfigError, match=message):
-        sweep(cfg, synthetic_data, S.parse([item]), samples=4)
+        sweep(cfg, synthetic_data, Plan(space=S.describe(S.parse([item])), samples=4))
     assert not list(tmp_path.iterdir())  # no sweep folder, no MLflow store: nothing started
 
 
@@ -110,3 +126,292 @@ def test_a_trial_asha_stopped_ends_killed_in_mlflow(tmp_path):
         run = tracking.get_run(uri, ids[trial_id])
         assert run["status"] == want, trial_id
         assert ("vidtempo.stopped_by" in run["tags"]) == (want == "KILLED")
+
+
+# ---- the held-out part of train/ -------------------------------------------------------------
+
+
+def _ids_and_labels(units: list[list[dict]]) -> list[tuple[str, int]]:
+    """(video_id, label) of every row the units name."""
+    out = []
+    for rank in units:
+        for u in rank:
+            t = pq.ParquetFile(u["path"]).read_row_group(u["row_group"], columns=["video_id", "label"])
+            rows = [int(i) for i in u["take"].split(",")] if u["take"] else range(t.num_rows)
+            out += [(t["video_id"][i].as_py(), t["label"][i].as_py()) for i in rows]
+    return out
+
+
+def test_the_held_out_part_is_stratified_by_class_fixed_by_video_id_and_apart(synthetic_data):
+    """`data.holdout`: the trials train on train/ less a part of each class, chosen by video id
+    alone, and validate on that part; the two sides split train/ with nothing shared."""
+    from vidtempo.data import holdout, pipeline
+
+    train = synthetic_data / "train"
+    rest = _ids_and_labels(pipeline.plan(train, "train", range(1), seed=0, world=2, holdout=0.1))
+    held = _ids_and_labels(pipeline.plan(train, "val", range(1), seed=0, world=2, holdout=0.1))
+    whole = _ids_and_labels(pipeline.plan(train, "val", range(1)))
+    assert sorted(rest + held) == sorted(whole) and not set(rest) & set(held)
+    per_class = Counter(label for _, label in whole)
+    assert Counter(label for _, label in held) == {c: holdout.count(0.1, n) for c, n in per_class.items()}
+    assert all(n == 1 for n in Counter(label for _, label in held).values())  # 3 a class: 1 out
+    # by id alone: a class's held-out videos are those first in the order of their ids' hashes
+    by_class = {c: sorted((holdout.order_key(v), v) for v, label in whole if label == c)
+                for c in per_class}  # fmt: skip
+    assert {v for v, _ in held} == {members[0][1] for members in by_class.values()}
+    # the same split from another worker count (another deal of the units)
+    held4 = _ids_and_labels(pipeline.plan(train, "val", range(1), world=4, holdout=0.1))
+    assert sorted(held4) == sorted(held)
+    assert [holdout.count(0.1, n) for n in (1, 2, 5, 10, 30)] == [0, 1, 1, 1, 3]
+    assert holdout.count(0.5, 2) == 1 and holdout.count(0.9, 3) == 2  # one is always left to train
+
+
+def test_a_holdout_run_needs_a_holdout_metric():
+    with pytest.raises(ConfigError, match="eval.metric must be a holdout/ metric"):
+        config.load("tin_r18_synthetic", ["data.holdout=0.1"])
+    cfg = config.load("tin_r18_synthetic", ["data.holdout=0.1", "eval.metric=holdout/top1"])
+    assert cfg.data.holdout == 0.1
+    with pytest.raises(ConfigError, match=r"tune.holdout = 1.0 .* in \(0, 1\)"):
+        config.load("tin_r18_synthetic", ["tune.holdout=1.0"])
+
+
+# ---- defaults, presets, edges -----------------------------------------------------------------
+
+
+def test_samples_and_grace_default_to_the_space_and_the_recipe():
+    def samples(items, search):
+        return S.default_samples(S.parse(items), search)
+
+    lr, div = "optim.lr=loguniform:0.005:0.05", "model.shift_div=choice:4,8,16"
+    assert samples([lr, div], "random") == samples([lr, div], "tpe") == 12  # 3 × 4
+    assert samples([lr, "optim.weight_decay=loguniform:1e-4:1e-3"], "tpe") == 16
+    assert samples([lr], "random") == 4
+    grid = ["optim.lr=grid:0.01,0.02", "model.shift_div=grid:2,4,8"]
+    assert samples(grid, "random") == 1 and samples(grid, "tpe") == 6  # every point once
+    assert samples([lr, "model.shift_div=grid:2,4"], "random") == 4  # 4 × the 2 grid points = 8
+    base = config.load("tin_r50_1x1x8_40e_sthv1_rgb")  # 1 warm-up epoch
+    plan = Plan(space=S.describe(S.parse([lr, div]))).resolved(base)
+    assert plan.grace_period == 2 and plan.samples == 12 and plan.trials() == 12
+    plan = Plan(space=S.describe(S.parse(grid)), samples=2).resolved(base)
+    assert plan.trials() == 12  # random search: each sample over the 6 grid points
+    with pytest.raises(ConfigError, match="before the last epoch"):
+        Plan(space={"optim.lr": "grid:0.1,0.2"}, grace_period=40).resolved(base)
+
+
+def test_the_budget_counts_trial_epochs_as_asha_spends_them():
+    from vidtempo.tune import report
+
+    assert report.asha_epochs(12, 2, 3) == pytest.approx(2 + 4 / 3 + 6 / 9)  # rungs 2 and 6
+    assert report.asha_epochs(3, 2, 2) == pytest.approx(2.5)
+    assert report.asha_epochs(4, 4, 2) == 4  # no rung before the end
+    cfg = config.load("tin_r50_1x1x8_40e_sthv1_rgb", ["run.use_gpu=true", "run.num_workers=8"])
+    b = report.budget(cfg, train_clips=48_000, eval_clips=8_000, trials=12, concurrent=2,
+                      grace=2, reduction=2, clips_per_s=400)  # fmt: skip
+    assert b.max_trial_epochs == 480 and b.typical_trial_epochs == pytest.approx(
+        12 * report.asha_epochs(40, 2, 2))  # fmt: skip
+    per_epoch_h = (48_000 + 8_000 / 3) / 400 / 3600
+    assert b.device_hours == pytest.approx(b.typical_trial_epochs * per_epoch_h)
+    assert b.wall_hours == pytest.approx(b.device_hours / 8 / 2)
+    text = "\n".join(b.lines())
+    assert "12 trials × 40 epochs: at most 480 trial-epochs; ASHA typically ~" in text
+    assert "8 GPUs × 400 clips/s (given: --clips-per-s)" in text and "GPU-hours" in text
+
+
+def test_shift_div_is_refused_where_nothing_shifts_and_checked_on_the_models_widths():
+    from vidtempo import models
+
+    space = S.parse(["model.shift_div=choice:4,8"])
+    for name in ("tanet_r50_1x1x8_50e_sthv1_rgb", "tanet_r18_synthetic",
+                 "tpn-slowonly_r50_8xb8-8x8x1-150e_kinetics400-rgb"):  # fmt: skip
+        with pytest.raises(ConfigError, match="model.shift_div changes nothing in"):
+            S.check(config.load(name), space)
+    # widths from the model: a width-24 TSM shifts 24-, 48-, 96- and 192-channel inputs
+    narrow = config.load("tsm_r18_synthetic", ["model.width=24"])
+    assert models.shifted_channels(narrow) == [24, 48, 96, 192]
+    S.check(narrow, S.parse(["model.shift_div=choice:3,8"]))  # 3 divides them all
+    with pytest.raises(ConfigError, match=r"\[24\] that tsm_r50 \(depth 18, width 24\)"):
+        S.check(narrow, S.parse(["model.shift_div=choice:16"]))
+
+
+@pytest.mark.parametrize("name", config.zoo_names())
+def test_every_seed_config_has_a_preset_space_that_checks(name):
+    cfg = config.load(name)
+    preset = S.preset(cfg)
+    space = S.parse(file=preset)
+    S.check(cfg, space)
+    assert "optim.lr" in space
+    assert ("model.shift_div" in space) == cfg.model.arch.startswith("tin")
+    assert ("optim.weight_decay" in space) == (not cfg.model.arch.startswith("tin"))
+
+
+def test_a_space_file_given_wins_over_the_preset(tmp_path):
+    from vidtempo.cli import build_parser
+
+    f = tmp_path / "space.yaml"
+    f.write_text('optim.lr: "grid:0.01,0.02"\n')
+    args = build_parser().parse_args(["tune", "tin_r50_1x1x8_40e_sthv1_rgb", "--data", "d",
+                                      "--space-file", str(f)])  # fmt: skip
+    assert args.space_file == str(f) and args.samples is None and args.grace_period is None
+    jobs = Path(config.PROJECT_DIR) / "jobs" / "tune_tin_sthv1.py"
+    assert "DEFAULT_SPACE" not in jobs.read_text()  # the job's space is the preset file
+
+
+def test_a_best_config_on_s3_is_read_by_train(s3):
+    from vidtempo import storage
+
+    bucket = s3.make_bucket("best-config")
+    cfg = config.load("tin_r18_synthetic", ["optim.lr=0.0123"])
+    storage.write_bytes(f"{bucket}/sweeps/s/best_config.yaml", config.dump_yaml(cfg).encode())
+    back = config.load(f"{bucket}/sweeps/s/best_config.yaml", ["run.num_workers=1"])
+    assert back.optim.lr == 0.0123 and back.run.num_workers == 1
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(f"{bucket}/sweeps/none/best_config.yaml")
+
+
+def test_trials_that_fail_are_retried_by_tune(tmp_path):
+    from vidtempo.tune.sweep import make_scheduler, make_tuner
+
+    base = config.load("tin_r18_synthetic", ["tune.trial_retries=3"])
+    plan = Plan(space={"optim.lr": "grid:0.01,0.02"}).resolved(base)
+    tuner = make_tuner(lambda c: None, base, plan, "holdout/top1",
+                       make_scheduler(base, plan, "holdout/top1", str(tmp_path)), "s",
+                       str(tmp_path), 1, 4.0)  # fmt: skip
+    assert tuner._local_tuner._run_config.failure_config.max_failures == 3
+
+
+# ---- a real sweep ---------------------------------------------------------------------------
+
+
+def _progress(trials: Path) -> dict[str, int]:
+    """Epochs of each trial in the checkpoint it would resume from."""
+    from vidtempo.train import checkpoint as ckpt
+
+    if not trials.is_dir():
+        return {}
+    return {d.name: ckpt.restored_epochs(str(d)) for d in trials.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def killed_sweep(synthetic_data, tmp_path_factory) -> dict:
+    """A TPE + ASHA sweep (3 trials × 2 epochs) whose driver and local Ray were killed with
+    SIGKILL once a trial had checkpointed its first epoch, then `--resume --final`."""
+    import psutil
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    vidtempo = str(Path(sys.executable).parent / "vidtempo")
+    common = ["tin_r18_synthetic", "--data", str(synthetic_data), "--name", "sw", "--storage",
+              str(tmp / "runs"), "--mlflow-uri", uri, "--experiment", "sweeps", "--set",
+              "train.epochs=2", "--set", "train.min_steps=null", "--set", "run.batch_per_worker=4",
+              "--set", "schedule.warmup_epochs=0"]  # fmt: skip
+    first_log = tmp / "first.log"
+    trials = tmp / "runs" / "sweeps" / "sw" / "trials"
+    with open(first_log, "w") as log:
+        first = subprocess.Popen([vidtempo, "tune", *common, "--search", "tpe", "--samples", "3",
+                                  "--space", "optim.lr=loguniform:0.01:0.05",
+                                  "--space", "model.shift_div=choice:2,4"],
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 400
+        while not any(_progress(trials).values()):
+            assert first.poll() is None and time.monotonic() < deadline, first_log.read_text()[-3000:]
+            time.sleep(1)
+        driver = psutil.Process(first.pid)
+        for proc in [driver, *driver.children(recursive=True)]:  # the driver and its local Ray
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    before = _progress(trials)
+    done = subprocess.run([vidtempo, "tune", *common, "--resume", "--final"], capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    return {"uri": uri, "tmp": tmp, "vidtempo": vidtempo, "before": before,
+            "first": first_log.read_text(), "done": done}  # fmt: skip
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_tpe_sweep_killed_with_sigkill_resumes_and_its_final_run_is_the_reported_one(
+        killed_sweep):  # fmt: skip
+    """TPE + ASHA ranked on the held-out part of train/: the budget printed before the first
+    trial; the driver (and its local Ray) killed with SIGKILL after a trial's first epoch;
+    `--resume --final` (the space, samples and search read back from the sweep) ends the sweep —
+    no checkpointed epoch trained twice — tags the best trial, plots the sweep on the parent run,
+    and retrains the best values on all of train/, tested on val/: the one run of the sweep that
+    `zoo compare` lists. `vidtempo tune --report` prints the table again from MLflow."""
+    from vidtempo import tracking
+    from vidtempo.report import zoo_compare
+    from vidtempo.tracking import store
+
+    uri, before, text = killed_sweep["uri"], killed_sweep["before"], killed_sweep["first"]
+    budget = text.index("[sw] budget: 3 trials × 2 epochs: at most 6 trial-epochs")
+    assert budget < text.index("trial ") < len(text), text[-3000:]
+    assert "a trial-epoch: 16 training clips + 12 clips ranked on" in text  # 12 held out
+    done = killed_sweep["done"]
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "[sw] resuming: tpe search over optim.lr, model.shift_div (3 trials)" in out, out[-4000:]
+    # the sweep: three trials ranked on holdout/top1, none of which read val/
+    runs = tracking.runs(uri, "sweeps")
+    parent = next(r for r in runs if r["tags"].get("vidtempo.kind") == "sweep")
+    children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["run_id"]]
+    assert len(children) == 3 and parent["status"] == "FINISHED"
+    client = store.client(uri)
+    for child in children:
+        assert "holdout/top1" in child["metrics"] and not any(
+            k.startswith(("val/", "test/")) for k in child["metrics"])  # fmt: skip
+        assert child["tags"]["vidtempo.ranked_on"].startswith("a held-out 10% of train/")
+        assert child["params"]["data.holdout"] == "0.1"
+        epochs = [m.step for m in client.get_metric_history(child["run_id"], "epoch")]
+        done_before = before.get(child["tags"]["vidtempo.run_name"], 0)
+        assert all(epochs.count(e) == 1 for e in range(1, done_before + 1)), (epochs, before)
+        assert sorted(set(epochs)) == [1, 2] or child["tags"].get("vidtempo.stopped_by")
+    assert any(before.values())
+    best = [c for c in children if c["tags"].get("vidtempo.best_trial") == "true"]
+    assert len(best) == 1 and parent["tags"]["vidtempo.best_run_id"] == best[0]["run_id"]
+    assert parent["tags"]["vidtempo.search"] == "tpe" and parent["metrics"]["budget/trials"] == 3
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"])}
+    assert {"sweep.png", "trials.json", "best_config.yaml"} <= artifacts
+    # the final run: the best values, all of train/, the test protocol on val/
+    final = next(r for r in runs if r["tags"].get("vidtempo.kind") == "sweep-final")
+    assert final["name"] == "sw-final" and "test/top1:2x1" in final["metrics"]
+    assert final["params"]["data.holdout"] == "0.0"
+    assert json.loads(final["tags"]["vidtempo.config_diff"]) == json.loads(
+        best[0]["tags"]["vidtempo.trial_params"])  # fmt: skip
+    assert [r["run"] for r in zoo_compare.collect(uri, "sweeps")] == ["sw-final"]
+    # the table again, from MLflow
+    png = killed_sweep["tmp"] / "sweep.png"
+    shown = subprocess.run([killed_sweep["vidtempo"], "tune", "--report", "sw", "--mlflow-uri",
+                            uri, "--plot", str(png)], capture_output=True, text=True)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "tpe search, asha, ranked on a held-out 10% of train/" in shown.stdout
+    assert shown.stdout.count("| done") + shown.stdout.count("| stopped") == 3, shown.stdout
+    assert "← best" in shown.stdout and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.browser
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_sweeps_plot_and_best_trial_in_the_mlflow_ui(killed_sweep, page_text, screenshot):
+    """The sweep's parent run in the MLflow UI (`vidtempo ui` on its store): the best trial named
+    on it, the budget, sweep.png among its artifacts; a screenshot of the page is kept."""
+    from vidtempo import tracking
+    from vidtempo.machine import free_port
+
+    uri = killed_sweep["uri"]
+    parent = next(r for r in tracking.runs(uri, "sweeps")
+                  if r["tags"].get("vidtempo.kind") == "sweep")  # fmt: skip
+    port = free_port()
+    ui = subprocess.Popen([killed_sweep["vidtempo"], "ui", "--mlflow-uri", uri, "--experiment",
+                           "sweeps", "--port", str(port)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        runs_url = next(line for line in ui.stdout if line.startswith("runs: ")).split()[1]
+        page = page_text(f"{runs_url}/{parent['run_id']}")
+        assert "vidtempo.best_run_id" in page and parent["tags"]["vidtempo.best_run_id"] in page, page[:3000]
+        assert "vidtempo.budget" in page and "budget/typical_trial_epochs" in page, page[:3000]
+        artifacts = page_text(f"{runs_url}/{parent['run_id']}/artifacts/sweep.png")
+        assert "sweep.png" in artifacts, artifacts[:3000]
+        shot = screenshot(f"{runs_url}/{parent['run_id']}/artifacts/sweep.png",
+                          killed_sweep["tmp"] / "parent-run.png")  # fmt: skip
+        assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)

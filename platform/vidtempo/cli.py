@@ -363,17 +363,20 @@ def add_train(sub) -> None:
     add_run_arguments(tr)
 
 
-def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
+def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None,
+                      required: bool = True) -> None:  # fmt: skip
     """The options of `vidtempo train` and of the jobs/ entry points. `config`: None for a
-    positional CONFIG, "--config" for a required option, or a config name as its default."""
+    positional CONFIG, "--config" for a required option, or a config name as its default;
+    `required=False`: CONFIG and --data may be left out (`vidtempo tune --report` reads MLflow)."""
     if config is None:
-        p.add_argument("config", help="zoo config name or YAML (`vidtempo zoo list`)")
+        p.add_argument("config", nargs=None if required else "?",
+                       help="zoo config name or YAML (`vidtempo zoo list`)")  # fmt: skip
     elif config == "--config":
-        p.add_argument("--config", required=True, help="zoo config name or YAML")
+        p.add_argument("--config", required=required, help="zoo config name or YAML")
     else:
         p.add_argument("--config", default=config, help=f"zoo config (default: {config})")
-    p.add_argument("--data", required=True, help="folder with train/ and val/ shard folders: "
-                   "a local path or a URI (s3://BUCKET/data/sthv1, gs://…, file://…)")  # fmt: skip
+    p.add_argument("--data", required=required, help="folder with train/ and val/ shard "
+                   "folders: a local path or a URI (s3://BUCKET/data/sthv1, gs://…, file://…)")  # fmt: skip
     p.add_argument("--name", default=None, help="run name (default: the config name); "
                    "a name that has checkpoints resumes")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -469,41 +472,122 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_tune(sub) -> None:
-    tn = sub.add_parser("tune", help="a Ray Tune sweep (ASHA or grid) with nested MLflow runs")
+    tn = sub.add_parser("tune", help="a Ray Tune sweep (random, grid or TPE; ASHA) ranked on a "
+                        "held-out part of train/, with nested MLflow runs")  # fmt: skip
     add_tune_arguments(tn)
 
 
 def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) -> None:
-    """The options of `vidtempo tune` and jobs/tune_*.py."""
-    add_run_arguments(p, config)
+    """The options of `vidtempo tune` and jobs/tune_*.py. With neither --space nor
+    --space-file, the sweep searches the preset space of the config's model family
+    (jobs/configs/spaces/); --space-file replaces it, --space items add to the file."""
+    add_run_arguments(p, config, required=False)
     p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
                    help="e.g. optim.lr=loguniform:1e-3:1e-1, model.shift_div=choice:4,8,16 "
                    "(the lr is the base lr at the zoo's batch)")  # fmt: skip
-    p.add_argument("--space-file", default=None, help="YAML mapping dotted keys to SPECs")
-    p.add_argument("--samples", type=int, default=1, help="samples (a grid: repeats of it)")
+    p.add_argument("--space-file", default=None, help="YAML mapping dotted keys to SPECs "
+                   "(default: the model family's preset in jobs/configs/spaces/)")  # fmt: skip
+    p.add_argument("--search", choices=["random", "tpe"], default="random",
+                   help="random (and grid) sampling, or Optuna's TPE seeded by run.seed")
+    p.add_argument("--samples", type=int, default=None, help="trials drawn (default: sized to "
+                   "the space; random search repeats a grid axis per sample)")  # fmt: skip
     p.add_argument("--scheduler", choices=["asha", "grid"], default="asha",
                    help="asha stops weak trials early; grid runs every trial to the end")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a stop")
+    p.add_argument("--grace-period", type=int, default=None,
+                   help="ASHA: epochs before a stop (default: the first epoch past the warm-up)")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/rf per rung")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.add_argument("--rank-on", choices=["holdout", "val"], default="holdout",
+                   help="holdout: trials ranked on tune.holdout of train/ they do not train on "
+                   "(default); val: on val/, the split the result is reported on")  # fmt: skip
+    p.add_argument("--clips-per-s", type=float, default=None,
+                   help="per GPU (or CPU worker), for the budget printed before the first trial")
+    p.add_argument("--final", action="store_true", help="then train the best config on all of "
+                   "train/ and test it on val/ (run <sweep>-final): the number to report")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted sweep --name (its space, samples and scheduler)")
+    p.add_argument("--report", default=None, metavar="SWEEP", help="print sweep SWEEP's trial "
+                   "table again from MLflow (running or finished; --mlflow-uri, --experiment)")  # fmt: skip
+    p.add_argument("--plot", default=None, metavar="PNG", help="with --report: draw its plot here")
     p.set_defaults(func=cmd_tune, errors=RUN_ERRORS + ("exists",))
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from vidtempo.tune import report
     from vidtempo.tune import space as S
-    from vidtempo.tune.sweep import sweep, table
+    from vidtempo.tune.sweep import Plan, final, sweep
 
     apply_verbose(args)
+    if args.report:
+        return tune_report(args)
+    if not args.config or not args.data:
+        raise C.ConfigError("vidtempo tune needs CONFIG and --data (or --report SWEEP)")
     cfg = run_config(args)
-    space = S.parse(args.space, args.space_file)
-    out = sweep(cfg, args.data, space, args.samples, args.scheduler, args.grace_period,
-                args.reduction_factor, args.name, args.resume, args.imagenet)  # fmt: skip
-    print("\n" + table(out["rows"], cfg.eval.metric))
+    plan = None
+    if not args.resume:
+        file = args.space_file or (None if args.space else S.preset(cfg))
+        if file and not args.space_file:
+            print(f"[sweep] the preset space of {cfg.model.arch}: {file}", flush=True)
+        space = S.parse(args.space, file)
+        plan = Plan(space=S.describe(space), samples=args.samples, search=args.search,
+                    scheduler=args.scheduler, grace_period=args.grace_period,
+                    reduction_factor=args.reduction_factor, rank_on=args.rank_on)  # fmt: skip
+    out = sweep(cfg, args.data, plan, args.name, args.resume, args.imagenet, args.clips_per_s)
+    print("\n" + report.table(out["rows"], out["metric"]))
+    name = out["sweep_dir"].rstrip("/").rsplit("/", 1)[-1]
     if out.get("best"):
         print(f"\nbest: trial {out['best']['trial']} {out['best']['params']} "
-              f"{cfg.eval.metric} {out['best']['best']:.2f}")  # fmt: skip
-        print(f"best config: {out['best_config_path']}  (python jobs/train.py --config PATH ...)")
+              f"{out['metric']} {out['best']['best']:.2f}")  # fmt: skip
+        print(f"best config: {out['best_config_path']}")
     print(f"MLflow parent run {out['parent_run_id']}")
+    if out.get("best") and args.final:
+        res = final(cfg, args.data, name, args.imagenet)
+        shown = {k: v for k, v in sorted(res["metrics"].items()) if k.startswith("test/top")}
+        print(f"\n{res['name']}: " + "  ".join(f"{k} {v:.2f}" for k, v in shown.items()))
+        print(f"MLflow run {res['mlflow_run_id']}")
+    elif out.get("best") and out["plan"].rank_on == "holdout":
+        print(f"the number to report: the best config on all of train/, tested on val/:\n"
+              f"  {' '.join(tune_command(args, name))} --resume --final")  # fmt: skip
+    return 0
+
+
+def tune_command(args: argparse.Namespace, name: str) -> list[str]:
+    """The command that resumes sweep `name` as this one was started (config, data, sets)."""
+    cmd = ["vidtempo", "tune", args.config, "--data", str(args.data), "--name", name]
+    for flag in ("workers", "storage", "mlflow_uri", "experiment"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            cmd += [f"--{flag.replace('_', '-')}", str(value)]
+    cmd += ["--gpu"] if args.gpu else []
+    for item in args.overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+def tune_report(args: argparse.Namespace) -> int:
+    """`vidtempo tune --report SWEEP`: the table (and --plot) from the tracking store."""
+    from vidtempo import tracking
+    from vidtempo.tune import report
+
+    uri = args.mlflow_uri or tracking.resolve_uri()
+    sweep_name = args.report
+    found = report.from_mlflow(uri, args.experiment, sweep_name)
+    tags = found["parent"]["tags"]
+    print(f"sweep {sweep_name} (MLflow run {found['parent']['run_id']}, "
+          f"{found['parent']['status']}): {tags.get('vidtempo.search', 'random')} search, "
+          f"{tags.get('vidtempo.scheduler', '?')}, ranked on "
+          f"{tags.get('vidtempo.ranked_on', found['metric'])}\n")  # fmt: skip
+    print(report.table(found["rows"], found["metric"]))
+    best = [r for r in found["rows"] if r["is_best"]]
+    if best:
+        print(f"\nbest: trial {best[0]['trial']} {best[0]['params']} {found['metric']} "
+              f"{best[0]['best']:.2f} (MLflow run {best[0]['mlflow_run_id']})")  # fmt: skip
+    if args.plot:
+        import matplotlib.pyplot as plt
+
+        figure = report.plot(found["rows"], found["space"], found["metric"], f"sweep {sweep_name}")
+        figure.savefig(args.plot, dpi=100)
+        plt.close(figure)
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -664,7 +748,8 @@ def add_bench_train(bsub) -> None:
 
 
 def add_bench_tune(bsub) -> None:
-    bu = bsub.add_parser("tune", help="ASHA vs the full grid on the synthetic dataset")
+    bu = bsub.add_parser("tune", help="the full grid vs random + ASHA vs TPE + ASHA on the "
+                         "synthetic dataset: trial-epochs to 98%% of the grid's best")  # fmt: skip
     bu.add_argument("--workdir", default="bench/tune", help="where the synthetic data is made")
     bu.add_argument("--epochs", type=int, default=12, help="per trial (default 12)")
     bu.add_argument("--grace-period", type=int, default=2,
@@ -676,6 +761,14 @@ def add_bench_tune(bsub) -> None:
     bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override of the base recipe tin_r18_synthetic (after the "
                     "bench's own schedule.warmup_epochs=0 train.min_steps=null)")
+    bu.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                    help="run.seed of each random and TPE sweep (default 0 1)")
+    bu.add_argument("--samples", type=int, default=None,
+                    help="trials of each random and TPE sweep (default: half the grid's)")
+    bu.add_argument("--within", type=float, default=0.98,
+                    help="the target: this share of the grid's best (default 0.98)")
+    bu.add_argument("--searchers", nargs="+", default=["grid", "random+asha", "tpe+asha"],
+                    choices=["grid", "random+asha", "tpe+asha"], help="a subset (grid first)")
     bu.add_argument("--json", default=None, help="also write the result as JSON here")
     bu.set_defaults(func=cmd_bench)
 

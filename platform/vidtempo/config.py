@@ -118,6 +118,10 @@ class DataConfig:
     flip_label_map: dict[int, int] = field(default_factory=dict)
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # > 0: the run trains on all but this fraction of train/ (per class, by video id) and
+    # validates on the held-out videos (holdout/* metrics), never reading val/ — a sweep's
+    # trials (tune.holdout); 0: it trains on train/ and validates and tests on val/
+    holdout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,16 @@ class ReferenceConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """How `vidtempo tune` ranks and retries the trials of this recipe."""
+
+    # the fraction of train/ (per class) the trials are ranked on and do not train on, so that
+    # the number reported on val/ never chose the trial; `--rank-on val` ranks on val/ instead
+    holdout: float = 0.1
+    trial_retries: int = 2  # times Tune starts a trial that failed again before giving it up
+
+
+@dataclass(frozen=True)
 class RunConfig:
     num_workers: int = 2
     batch_per_worker: int | None = None  # None: train.videos_per_gpu
@@ -228,6 +242,7 @@ class Config:
     zoo_config: str | None = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     # ---- the linear scaling rule -----------------------------------------------------------
     @property
@@ -430,6 +445,9 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
          r.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
          "one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"),
         ("run.node_wait_minutes", r.node_wait_minutes, r.node_wait_minutes > 0, "> 0"),
+        ("data.holdout", cfg.data.holdout, 0 <= cfg.data.holdout < 1, "in [0, 1)"),
+        ("tune.holdout", cfg.tune.holdout, 0 < cfg.tune.holdout < 1, "in (0, 1)"),
+        ("tune.trial_retries", cfg.tune.trial_retries, cfg.tune.trial_retries >= 0, ">= 0"),
     ]
     for split in ("train", "val", "test"):
         p = getattr(cfg.data, split)
@@ -444,6 +462,10 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
     for key, value, ok, allowed in rules:
         if not ok:
             raise ConfigError(f"{key} = {value!r} in {where} is out of range: it must be {allowed}")
+    if cfg.data.holdout and not cfg.eval.metric.startswith("holdout/"):
+        raise ConfigError(f"data.holdout = {cfg.data.holdout} in {where}: the run validates on the "
+                          f"held-out part of train/, so eval.metric must be a holdout/ metric "
+                          f"(e.g. eval.metric=holdout/top1), not {cfg.eval.metric}")  # fmt: skip
 
 
 def resolve_path(name_or_path: str | Path) -> Path:
@@ -464,10 +486,21 @@ def resolve_path(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> Config:
-    """Load a zoo config by name or a YAML file, then apply dotted overrides."""
-    path = resolve_path(name_or_path)
+    """Load a zoo config by name or a YAML file (a local path, or a URI such as the
+    best_config.yaml a cluster's sweep wrote to s3://), then apply dotted overrides."""
+    if "://" in str(name_or_path):
+        from vidtempo import storage  # pyarrow's filesystems, only for a URI
+
+        path = str(name_or_path)
+        raw = storage.read_bytes(path)
+        if raw is None:
+            raise ConfigError(f"config file {path} does not exist")
+        text = raw.decode()
+    else:
+        path = resolve_path(name_or_path)
+        text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if overrides:

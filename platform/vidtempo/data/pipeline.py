@@ -21,6 +21,8 @@ import ray
 from vidtempo import storage
 from vidtempo.capacity import DECODE_SHARE
 from vidtempo.config import Config
+from vidtempo.data.holdout import held_rows as holdout_rows
+from vidtempo.data.holdout import select
 from vidtempo.data.schema import DataError, read_manifest, shard_paths
 from vidtempo.data.transform import VideoTransform, clip_bytes
 
@@ -62,8 +64,12 @@ class ReadRowGroups:
     def __call__(self, units: dict) -> dict:
         outs = []
         passes = units.get("pass", np.zeros(len(units["path"]), dtype=np.int64))
-        for path, group, epoch, rep in zip(units["path"], units["row_group"], units["epoch"], passes):
+        takes = units.get("take", [""] * len(units["path"]))
+        for path, group, epoch, rep, take in zip(units["path"], units["row_group"], units["epoch"],
+                                                 passes, takes):  # fmt: skip
             table = read_row_group(path, int(group), self.columns)  # read here, where it decodes
+            if take:  # one side of a held-out split: these rows of the group only
+                table = table.take([int(i) for i in take.split(",")])
             batch = {k: np.asarray(v, dtype=object) for k, v in table.to_pydict().items()}
             batch["epoch"] = np.full(table.num_rows, int(epoch), dtype=np.int64)
             batch["pass"] = np.full(table.num_rows, int(rep), dtype=np.int64)
@@ -113,16 +119,28 @@ def row_groups(paths: list[str], recorded: list | None = None) -> list[tuple[str
 
 
 def plan(data_dir: str | Path, split: str, epochs: range, seed: int = 0,
-         world: int = 1, repeats: int = 1) -> list[list[dict]]:  # fmt: skip
+         world: int = 1, repeats: int = 1, holdout: float = 0.0) -> list[list[dict]]:  # fmt: skip
     """The units (row groups) each of `world` workers streams, epoch after epoch.
 
     Training units are shuffled per epoch with (seed, epoch) and dealt round-robin, so every
     worker sees different videos each epoch; with `repeats`, an epoch is that many passes, each
     shuffled (and later augmented) afresh. Val/test units are dealt once, in order, so each
-    video is evaluated exactly once across the workers."""
+    video is evaluated exactly once across the workers. With `holdout` (a fraction of the
+    train/ folder `data_dir`, vidtempo.data.holdout), `train` streams the rest of the videos
+    and `val` the held-out ones; a unit then names its rows (`take`)."""
     manifest = read_manifest(data_dir)
     recorded = [s.get("row_groups") for s in manifest["shards"] if s["rows"]]
     groups = row_groups(shard_paths(data_dir, manifest), recorded)
+    takes = [""] * len(groups)
+    if holdout:
+        held = holdout_rows(str(data_dir), holdout)
+        side = "rest" if split == "train" else "held"
+        picked = [select(rows, held.get((path, group), ()), side) for path, group, rows in groups]
+        groups = [(path, group, rows if take is None else len(take))
+                  for (path, group, rows), take in zip(groups, picked)]  # fmt: skip
+        takes = [",".join(map(str, take)) if take is not None else "" for take in picked]
+        keep = [i for i, g in enumerate(groups) if g[2]]
+        groups, takes = [groups[i] for i in keep], [takes[i] for i in keep]
     train = split == "train"
     per_rank: list[list[dict]] = [[] for _ in range(world)]
     for epoch in epochs if train else range(1):
@@ -132,7 +150,7 @@ def plan(data_dir: str | Path, split: str, epochs: range, seed: int = 0,
             for i, g in enumerate(order if train else range(len(groups))):
                 path, group, rows = groups[g]
                 per_rank[i % world].append({"path": path, "row_group": group, "rows": rows,
-                                            "epoch": epoch, "pass": rep})  # fmt: skip
+                                            "epoch": epoch, "pass": rep, "take": takes[g]})  # fmt: skip
     return per_rank
 
 
@@ -169,12 +187,14 @@ def build(
     rank: int = 0,
     world: int = 1,
     repeats: int = 1,
+    holdout: float = 0.0,
 ) -> ray.data.Dataset:
     """Worker `rank`'s dataset of one split (see `plan`): `train` augments with the train
     pipeline over `epochs`; `val` and `test` run those pipelines once, in order. `data_dir`
     is a local folder or a URI: each decode task opens its row group where it runs. `seed` and
     `data_cpus` (the CPUs its decode tasks may use at once) are the config's run.seed and
-    run.data_cpus_per_worker unless given."""
+    run.data_cpus_per_worker unless given. `holdout`: `data_dir` is train/, of which `train`
+    streams all but that fraction and `val` the held-out videos (see `plan`)."""
     seed = cfg.run.seed if seed is None else seed
     data_cpus = cfg.run.data_cpus_per_worker if data_cpus is None else data_cpus
     manifest = read_manifest(data_dir)
@@ -200,7 +220,7 @@ def build(
     # then decodes on one CPU while the others idle (the ~0.3x of `vidtempo bench data`).
     if not len(epochs):
         raise DataError("no epochs to stream: the run has already finished")
-    units = plan(data_dir, split, epochs, seed, world, repeats)[rank]
+    units = plan(data_dir, split, epochs, seed, world, repeats, holdout)[rank]
     if not units:
         raise DataError(
             f"{data_dir} has too few row groups for {world} workers ({split}); use fewer workers"

@@ -102,6 +102,24 @@ BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
 ALIASES = {f"{name}_r50": name for name in BUILDERS}
 
 
+# the families whose model.shift_div changes the model: TSM's shift, TIN's interlace, TPN-TSM
+SHIFTING = ("tsm", "tin", "tpn_tsm")
+
+
+def shifted_channels(config: Config | ModelConfig) -> list[int]:
+    """The channel counts the temporal shift (or interlace) acts on in this model, read from
+    the model built on the meta device (no memory, no weights): its blocks' widths."""
+    m = config.model if isinstance(config, Config) else config
+    with torch.device("meta"):
+        model = BUILDERS[family(m.arch)](m)
+    out = set()
+    for mod in model.modules():
+        if isinstance(getattr(mod, "temporal", None), TemporalShift | TemporalInterlace):
+            conv = mod.conv1
+            out.add(conv.in_channels if mod.temporal_position == "input" else conv.out_channels)
+    return sorted(out)
+
+
 def family(arch: str) -> str:
     """The builder name of `model.arch` (a zoo config's `tin_r50` is `tin`)."""
     name = ALIASES.get(arch, arch)
@@ -124,7 +142,7 @@ def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> n
     return model
 
 
-__all__ = ["ALIASES", "BUILDERS", "build", "family", "count_parameters", "load_pretrained", "measure"]
+__all__ = ["ALIASES", "BUILDERS", "SHIFTING", "build", "shifted_channels", "family", "count_parameters", "load_pretrained", "measure"]
 
 
 def count_parameters(model: nn.Module) -> int:

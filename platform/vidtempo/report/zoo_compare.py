@@ -52,6 +52,8 @@ def collect(uri: str, experiment: str) -> list[dict]:
         t, p, m = run["tags"], run["params"], run["metrics"]
         if t.get("vidtempo.kind") in ("sweep", REPORT_KIND):
             continue
+        if t.get("vidtempo.sweep") and t.get("vidtempo.kind") != "sweep-final":
+            continue  # a sweep's trial: its final run (the best config retrained) stands for it
         zoo = t.get("zoo.config") or (t.get("vidtempo.config") if "zoo.top1" in t else None)
         ours = {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith("test/top1:")}
         if not zoo or not ours:

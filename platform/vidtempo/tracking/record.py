@@ -164,14 +164,23 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
 # ---- a sweep ---------------------------------------------------------------------------------
 
 
-def sweep_started(base: Config, name: str, uri: str, scheduler: str, space: dict[str, str]) -> str:
+def sweep_started(base: Config, name: str, uri: str, scheduler: str, space: dict[str, str],
+                  tags: dict[str, str] | None = None,
+                  metrics: dict[str, float] | None = None) -> str:  # fmt: skip
     """The sweep's parent run (its trials' runs nest under it): the base config as a training
-    run records it, the scheduler and the search space."""
+    run records it, the scheduler, the search space, and `tags` / `metrics` (the search, the
+    ranking, the budget)."""
     parent = start_run(base, name, uri, {
         "vidtempo.kind": "sweep", "vidtempo.sweep": name, "vidtempo.scheduler": scheduler,
-        **{f"space.{k}": v for k, v in space.items()}})  # fmt: skip
+        **{f"space.{k}": v for k, v in space.items()}, **(tags or {})}, metrics=metrics)  # fmt: skip
     log_dict(uri, parent, space, "space.json")
     return parent
+
+
+def best_trial(uri: str, parent: str, run_id: str, trial: str) -> None:
+    """The best trial's run tagged, and named on the sweep's parent run."""
+    set_tags(uri, run_id, {"vidtempo.best_trial": "true"})
+    set_tags(uri, parent, {"vidtempo.best_run_id": run_id, "vidtempo.best_trial": trial})
 
 
 def trial_stopped(uri: str, run_id: str) -> None:
@@ -183,13 +192,17 @@ def trial_stopped(uri: str, run_id: str) -> None:
 
 
 def sweep_finished(uri: str, parent: str, metric: str, trials_md: str, trials: list[dict],
-                   best_config_yaml: str | None = None, best: float | None = None) -> None:  # fmt: skip
-    """The trial table (markdown and JSON), the best trial's config and value; FINISHED."""
+                   best_config_yaml: str | None = None, best: float | None = None,
+                   figure=None) -> None:  # fmt: skip
+    """The trial table (markdown and JSON), the best trial's config and value, the plot of the
+    ranking metric over the searched values (sweep.png); FINISHED."""
     if best_config_yaml is not None:
         log_text(uri, parent, best_config_yaml, "best_config.yaml")
         log_metrics(uri, parent, {f"best/{metric}": best}, step=0)
     log_text(uri, parent, trials_md, "trials.md")
     log_dict(uri, parent, trials, "trials.json")
+    if figure is not None:
+        log_figure(uri, parent, figure, "sweep.png")
     end_run(uri, parent, "FINISHED")
 
 

@@ -82,7 +82,10 @@ def train_loop_per_worker(job: dict) -> None:
     for epoch in range(w.start_epoch, w.cfg.train.epochs):
         m = train_one_epoch(w, stream, epoch)
         end_of_epoch(w, epoch, m)
-    test(w)
+    if w.cfg.data.holdout:  # a sweep's trial: val/ is for the final run, never read by a trial
+        w.probe.close()
+    else:
+        test(w)
 
 
 def setup(job: dict) -> Worker:
@@ -189,7 +192,8 @@ def end_of_epoch(w: Worker, epoch: int, m: dict) -> None:
     cfg, job, epochs = w.cfg, w.job, w.cfg.train.epochs
     if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
         t = time.perf_counter()
-        m.update(evaluate(w.model, ray.train.get_dataset_shard(f"val_{w.rank}"), cfg, "val",
+        split = "holdout" if cfg.data.holdout else "val"  # the held-out part of train/, or val/
+        m.update(evaluate(w.model, ray.train.get_dataset_shard(f"val_{w.rank}"), cfg, split,
                           job["batch_per_worker"], w.device, w.cuda))  # fmt: skip
         m["val_s"] = time.perf_counter() - t
     m["epoch_s"] = time.perf_counter() - w.epoch_started
@@ -376,8 +380,10 @@ def epoch_batches(shard, batch_size: int, steps: int, start_epoch: int) -> Itera
 def evaluate(model: nn.Module, shard, cfg: Config, split: str, batch: int,
              device: torch.device, cuda: bool, per_class: bool = False) -> dict:  # fmt: skip
     """The split's protocol over this worker's shard, merged across workers by video_id:
-    `val/top1`, ... for val, `test/top1@2x3`, ... for test (every view scored on its own)."""
-    pipe = cfg.data.val if split == "val" else cfg.data.test
+    `val/top1`, ... for val, `test/top1@2x3`, ... for test (every view scored on its own);
+    `holdout/top1`, ... for the held-out part of train/ (under the val protocol)."""
+    single = split in ("val", "holdout")  # the val protocol
+    pipe = cfg.data.val if single else cfg.data.test
     clips, crops = config.views(pipe)
     nviews = clips * crops
     mean, std = norm_tensors(cfg, device)
@@ -404,7 +410,7 @@ def evaluate(model: nn.Module, shard, cfg: Config, split: str, batch: int,
         scores = torch.cat(outs).view(n, nviews, -1).cpu().numpy()
         acc.add(b["video_id"][ok], b["label"][ok], scores)
     merged = metrics.merge(metrics.gather(acc.state()))
-    proto = None if split == "val" else config.protocol(pipe)
+    proto = None if single else config.protocol(pipe)
     out = metrics.compute(merged, split, proto)
     out[f"{split}/bad_clips"] = float(sum(metrics.gather(bad)))
     if reason:

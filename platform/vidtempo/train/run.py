@@ -76,13 +76,17 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
     """Dataset factory, called by Ray Train each time the workers (re)start: training streams
     from the first epoch after the checkpoint the workers restore."""
     cfg = config.from_dict(cfg_dict)
+    holdout = cfg.data.holdout
     if split == "train":
         start = ckpt.restored_epochs(run_dir)
         if start >= cfg.train.epochs:
             return ray.data.from_items([{"epoch": 0}])  # nothing left to train; never read
         return pipeline.build(storage.join(data_dir, "train"), cfg, "train",
                               epochs=range(start, cfg.train.epochs), backend=backend,
-                              rank=rank, world=world, repeats=repeats)  # fmt: skip
+                              rank=rank, world=world, repeats=repeats, holdout=holdout)  # fmt: skip
+    if holdout:  # validation on the held-out part of train/ (val/ is not read)
+        return pipeline.build(storage.join(data_dir, "train"), cfg, "val", backend=backend,
+                              rank=rank, world=world, holdout=holdout)  # fmt: skip
     return make_split_dataset(storage.join(data_dir, "val"), cfg_dict, split, rank, world, backend)
 
 
@@ -120,7 +124,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     datasets = {
         f"{split}_{r}": functools.partial(make_dataset, data_dir, job["config"], split, r,
                                           cfg.run.num_workers, run_dir, repeats=plan["repeats"])  # fmt: skip
-        for split in ("train", "val", "test")
+        for split in (("train", "val") if cfg.data.holdout else ("train", "val", "test"))
         for r in range(cfg.run.num_workers)
     }
     trainer = make_trainer(cfg, train_fn, job, datasets, name, root, callbacks=callbacks,
@@ -155,11 +159,11 @@ def epoch_plan(cfg: Config, data_dir: str) -> dict:
     """How the training set is passed over: `one_pass` (one epoch's units per worker),
     `repeats` (passes per epoch, for train.min_steps) and `steps` per epoch."""
     batch, world = cfg.batch_per_worker, cfg.run.num_workers
-    train_dir = storage.join(data_dir, "train")
-    one_pass = pipeline.plan(train_dir, "train", range(1), cfg.run.seed, world)
+    train_dir, holdout = storage.join(data_dir, "train"), cfg.data.holdout
+    one_pass = pipeline.plan(train_dir, "train", range(1), cfg.run.seed, world, holdout=holdout)
     repeats = pipeline.repeats_for(one_pass, batch, cfg.train.epochs, cfg.train.min_steps)
     units = pipeline.plan(train_dir, "train", range(cfg.train.epochs), cfg.run.seed,
-                          world, repeats)  # fmt: skip
+                          world, repeats, holdout)  # fmt: skip
     steps = pipeline.steps_per_epoch(units, batch)
     if steps < 1:
         raise DataError(

@@ -10,6 +10,7 @@ scaling rule for its own global batch (both are logged), so trials stay comparab
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +68,25 @@ def parse(items: list[str] | None = None, file: str | Path | None = None) -> dic
     return {k: parse_spec(k, v) for k, v in raw.items()}
 
 
+# the preset space of each model family (jobs/configs/spaces/): what `vidtempo tune` and
+# jobs/tune_*.py search when given neither --space nor --space-file
+PRESETS = {"tin": "tin.yaml", "tanet": "tanet.yaml", "tpn_tsm": "tpn.yaml",
+           "tpn_slowonly": "tpn.yaml", "tsm": "tsm.yaml", "tsn": "tsm.yaml"}  # fmt: skip
+
+
+def preset(cfg: Config) -> Path:
+    """The preset space file of the config's model family."""
+    from vidtempo.models import family  # the registry's names, without building anything
+
+    return config.CONFIG_DIR / "spaces" / PRESETS[family(cfg.model.arch)]
+
+
 def values_to_check(kind: str, args: list) -> list:
     if kind in ("choice", "grid"):
         return list(args)
     if kind == "randint":
         return list(range(int(args[0]), int(args[1])))
     return [args[0], args[1]]
-
-
-def block_channels(depth: int) -> list[int]:
-    """Input channels of the residual blocks, where TSM shifts and TIN interlaces."""
-    if depth >= 50:
-        return [64, 256, 512, 1024, 2048]
-    return [64, 128, 256, 512]
 
 
 def check(base: Config, space: dict[str, tuple]) -> None:
@@ -96,23 +103,47 @@ def check(base: Config, space: dict[str, tuple]) -> None:
 
 
 def check_shift_div(cfg: Config) -> None:
-    import torch
-
+    """model.shift_div searched only where something shifts, and dividing the channel counts of
+    every block it shifts (read from the model, whatever its width and depth)."""
     from vidtempo import models
 
-    d = cfg.model.shift_div
-    bad = [c for c in block_channels(cfg.model.depth) if c % d]
+    d, arch = cfg.model.shift_div, cfg.model.arch
+    if models.family(arch) not in models.SHIFTING:
+        raise ConfigError(
+            f"model.shift_div changes nothing in {arch}: only TSM, TIN and TPN-TSM shift "
+            "channels in time; leave it out of the search space"
+        )
+    channels = models.shifted_channels(dataclasses.replace(cfg.model, shift_div=1))
+    bad = [c for c in channels if c % d]
     if bad:
         raise ConfigError(
-            f"model.shift_div={d} does not divide the block channel counts {bad} of a "
-            f"depth-{cfg.model.depth} ResNet: choose a divisor of "
-            f"{block_channels(cfg.model.depth)} (4, 8 and 16 are the usual ones)"
+            f"model.shift_div={d} does not divide the channel counts {bad} that {arch} "
+            f"(depth {cfg.model.depth}, width {cfg.model.width}) shifts: choose a divisor of "
+            f"all of {channels} (4, 8 and 16 are the usual ones)"
         )
-    try:
-        with torch.device("meta"):
-            models.build(cfg)
+    try:  # the model's own rules (TIN: a quarter of the shifted channels per offset group)
+        models.shifted_channels(cfg)
     except ValueError as exc:
         raise ConfigError(f"model.shift_div={d}: {exc}") from None
+
+
+def default_samples(space: dict[str, tuple], search: str) -> int:
+    """Samples for a space when none are given: every combination of its finite axes (grid,
+    choice, randint) with 4 draws' worth per continuous axis — at most 32 trials, at least 4
+    when something is drawn. Random search repeats a grid axis per sample, so its samples are
+    the trials over the grid's size; TPE draws every trial, grid axes among them."""
+    finite, grid, continuous = 1, 1, 0
+    for kind, args in space.values():
+        if kind in ("uniform", "loguniform"):
+            continuous += 1
+        else:
+            n = len(values_to_check(kind, args))
+            finite *= n
+            grid *= n if kind == "grid" else 1
+    if continuous == 0 and finite == grid:  # a grid alone: every point once
+        return 1 if search == "random" else grid
+    trials = min(32, max(4, finite * 4**continuous))
+    return max(1, -(-trials // grid)) if search == "random" else trials
 
 
 def tune_domain(kind: str, args: list):

@@ -1,6 +1,12 @@
-"""A Ray Tune sweep: one Train V2 run per trial, ASHA or a plain grid, nested MLflow runs.
+"""A Ray Tune sweep: one Train V2 run per trial, random/grid or TPE search, ASHA or every trial
+to the end, nested MLflow runs.
 
-    sweep(base_cfg, data_dir, space, samples=16)
+    sweep(base_cfg, data_dir, Plan(space))        then   final(base_cfg, data_dir, sweep_name)
+
+Trials are ranked on a held-out part of train/ by default (`data.holdout` = `tune.holdout`,
+metrics `holdout/*`): they never read val/, and the number a sweep reports is that of the final
+run, which retrains the best config on all of train/ and evaluates it on val/ with the zoo's
+protocol (`--final`). `Plan.rank_on="val"` ranks on val/ instead, named so everywhere.
 
 Each trial is a Tune *function* trainable that fits a TorchTrainer (vidtempo.train.run.fit) with
 TuneReportCallback, so Tune sees every epoch's `val/top1` and ASHA can stop it; its Train run is
@@ -16,7 +22,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import pickle
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ray import tune
@@ -24,11 +33,82 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vidtempo import capacity, config, storage, verbosity
 from vidtempo.capacity import ResourceError
-from vidtempo.config import Config
-from vidtempo.preflight import before_run, check_data
+from vidtempo.config import Config, ConfigError
+from vidtempo.preflight import before_run, check_data, storage_root
 from vidtempo.tracking import record, store
-from vidtempo.train.run import fit
+from vidtempo.train.run import epoch_plan, fit
+from vidtempo.tune import report
 from vidtempo.tune import space as S
+
+SEARCHES = ("random", "tpe")
+SCHEDULERS = ("asha", "grid")  # grid: every trial to the end (first in, first out)
+RANK_ON = ("holdout", "val")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a sweep searches and how; kept beside the sweep (vidtempo_sweep.json), so that
+    `--resume` reads it back. None: the default for the space and the recipe (`resolved`)."""
+
+    space: dict[str, str]  # dotted key → spec, e.g. {"optim.lr": "loguniform:0.005:0.05"}
+    samples: int | None = None
+    search: str = "random"
+    scheduler: str = "asha"
+    grace_period: int | None = None
+    reduction_factor: int = 2
+    rank_on: str = "holdout"
+
+    def parsed(self) -> dict[str, tuple]:
+        return {k: S.parse_spec(k, v) for k, v in self.space.items()}
+
+    def resolved(self, base: Config) -> Plan:
+        """The defaults filled in: samples sized to the space, ASHA's first rung past the
+        warm-up."""
+        if self.search not in SEARCHES:
+            raise ConfigError(f"--search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.rank_on not in RANK_ON:
+            raise ConfigError(f"--rank-on must be one of {', '.join(RANK_ON)}, got {self.rank_on!r}")
+        space = self.parsed()
+        samples = self.samples or S.default_samples(space, self.search)
+        grace = self.grace_period or default_grace(base)
+        if self.scheduler == "asha" and not 1 <= grace < base.train.epochs:
+            raise ConfigError(f"--grace-period {grace}: ASHA's first rung must come before the "
+                              f"last epoch ({base.train.epochs}); use --scheduler grid")  # fmt: skip
+        return replace(self, samples=samples, grace_period=grace)
+
+    def trials(self) -> int:
+        """Trials the sweep runs: the samples, each over every grid combination (random)."""
+        grid = math.prod(len(a) for k, a in self.parsed().values() if k == "grid")
+        return self.samples * (grid if self.search == "random" else 1)
+
+
+def default_grace(base: Config) -> int:
+    """ASHA's first rung: the first epoch after the warm-up (a rung inside it compares trials
+    still at a fraction of their lr: noise, BENCHMARKS.md "ASHA against the grid"), before the
+    last epoch."""
+    return max(1, min(base.train.epochs - 1, math.ceil(base.schedule.warmup_epochs) + 1))
+
+
+def ranking(base: Config, rank_on: str) -> dict:
+    """The overrides of a trial's config that make it train on train/ less the held-out part and
+    validate on that part (`holdout/top1`); none when the sweep ranks on val/."""
+    if rank_on == "val":
+        return {}
+    return {"data.holdout": base.tune.holdout, "eval.metric": ranked_metric(base, rank_on)}
+
+
+def ranked_metric(base: Config, rank_on: str) -> str:
+    metric = base.eval.metric
+    return metric if rank_on == "val" else "holdout/" + metric.split("/", 1)[-1]
+
+
+def ranked_on(base: Config, rank_on: str) -> str:
+    """How a sweep's trials are ranked, in words (a tag on every trial and the parent)."""
+    if rank_on == "val":
+        return "val/ (the split the final number is reported on)"
+    return f"a held-out {base.tune.holdout:.0%} of train/ per class (val/ not read)"
 
 
 def concurrent_trials(cfg: Config) -> int:
@@ -84,11 +164,23 @@ class ResumableASHA(tune.schedulers.ASHAScheduler):
 
 class TrialEvents(tune.Callback):
     """One line per trial event on the driver: started (its values), each epoch's metric,
-    finished, stopped by the scheduler, failed — in place of Tune's periodic status tables."""
+    finished, stopped by the scheduler, failed — in place of Tune's periodic status tables —
+    and after each trial's end where the sweep stands (done / running / stopped, best, ETA)."""
 
-    def __init__(self, sweep_name: str, metric: str, epochs: int):
-        self.sweep_name, self.metric, self.epochs = sweep_name, metric, epochs
+    def __init__(self, sweep_name: str, metric: str, mode: str, epochs: int, typical: float):
+        self.sweep_name, self.metric, self.mode, self.epochs = sweep_name, metric, mode, epochs
+        self.typical = typical  # trial-epochs the budget expects
         self.last_epoch: dict[str, int] = {}
+        self.best: dict[str, float] = {}
+        self.ended: dict[str, str] = {}
+        self.started = time.monotonic()
+        self.spent = 0  # trial-epochs seen in this process
+
+    def standing(self) -> str:
+        rows = [{"trial": t, "best": self.best.get(t, float("nan")),
+                 "status": self.ended.get(t, "running")} for t in self.last_epoch]  # fmt: skip
+        return report.progress(rows, self.metric, self.mode, time.monotonic() - self.started,
+                               self.spent, self.typical)  # fmt: skip
 
     def _say(self, trial, text: str) -> None:
         print(f"[{self.sweep_name}] trial {trial.trial_id} {text}", flush=True)
@@ -101,134 +193,238 @@ class TrialEvents(tune.Callback):
         epoch = int(result.get("epoch", 0))
         if epoch and epoch != self.last_epoch.get(trial.trial_id):
             self.last_epoch[trial.trial_id] = epoch
+            self.spent += 1
             value = result.get(self.metric)
+            if isinstance(value, int | float):
+                old = self.best.get(trial.trial_id)
+                better = old is None or (value > old if self.mode == "max" else value < old)
+                self.best[trial.trial_id] = value if better else old
             shown = f"{self.metric} {value:.2f}" if isinstance(value, int | float) else ""
             self._say(trial, f"epoch {epoch}/{self.epochs}  loss {result.get('loss', 0):.4f}  {shown}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         epoch = self.last_epoch.get(trial.trial_id, 0)
-        self._say(trial, "finished" if epoch >= self.epochs else f"stopped after epoch {epoch}")
+        done = epoch >= self.epochs
+        self.ended[trial.trial_id] = "done" if done else "stopped"
+        self._say(trial, "finished" if done else f"stopped after epoch {epoch}")
+        print(f"[{self.sweep_name}] {self.standing()}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.ended[trial.trial_id] = "error"
         self._say(trial, f"failed (see {trial.local_path or 'its log'})")
+        print(f"[{self.sweep_name}] {self.standing()}", flush=True)
 
 
 def trial(params: dict, *, base: dict, data_dir: str, sweep_name: str, parent_run_id: str,
-          imagenet: str | None) -> None:  # fmt: skip
-    """One trial: the base config with this trial's values, trained by a TorchTrainer."""
+          imagenet: str | None, rank_on: str) -> None:  # fmt: skip
+    """One trial: the base config with this trial's values (ranked as the sweep says), trained
+    by a TorchTrainer."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     base_cfg = config.from_dict(base)
-    cfg = config.override(base_cfg, params, "trial params")
+    searched = config.override(base_cfg, params, "trial params")
+    cfg = config.override(searched, ranking(base_cfg, rank_on), "the sweep's ranking")
     name = f"{sweep_name}-{tune.get_context().get_trial_id()}"
-    changed = {k: b for k, (_, b) in config.diff(base_cfg, cfg).items()}
-    tags = {"vidtempo.sweep": sweep_name, "vidtempo.config_diff": json.dumps(changed)}
+    changed = {k: b for k, (_, b) in config.diff(base_cfg, searched).items()}
+    tags = {"vidtempo.sweep": sweep_name, "vidtempo.config_diff": json.dumps(changed),
+            "vidtempo.trial_params": json.dumps(params),
+            "vidtempo.ranked_on": ranked_on(base_cfg, rank_on)}  # fmt: skip
     fit(cfg, data_dir, name=name, imagenet=imagenet, tags=tags, parent_run_id=parent_run_id,
         quiet=True, callbacks=[TuneReportCallback()], under=f"sweeps/{sweep_name}/trials")  # fmt: skip
 
 
-def sweep(base: Config, data_dir: str | Path, space: dict[str, tuple], samples: int = 1,
-          scheduler: str = "asha", grace_period: int = 1, reduction_factor: int = 2,
-          name: str | None = None, resume: bool = False, imagenet: str | None = None) -> dict:  # fmt: skip
-    """Run (or resume) a sweep; returns {"rows", "best", "best_config_path", "parent_run_id"}.
-    Trials validate every epoch: Tune wants the metric in every report, and ASHA compares
-    trials at whichever epochs its rungs fall on."""
+def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: str | None = None,
+          resume: bool = False, imagenet: str | None = None,
+          clips_per_s: float | None = None) -> dict:  # fmt: skip
+    """Run (or resume: the plan is read back from the sweep) a sweep; returns {"rows", "best",
+    "best_config_path", "parent_run_id", "plan", "budget", "metric"}. Trials validate every
+    epoch: Tune wants the metric in every report, and ASHA compares trials at whichever epochs
+    its rungs fall on."""
     if base.train.val_interval != 1:
         print(f"[sweep] trials validate every epoch (the recipe says every "
               f"{base.train.val_interval}): train.val_interval=1", flush=True)  # fmt: skip
         base = config.override(base, {"train.val_interval": 1}, "the sweep")
-    S.check(base, space)  # bad keys and values fail here, before any trial starts
     data_dir = storage.normalize(data_dir)  # a local path or a URI
-    check_data(base, data_dir)
     uri = store.resolve_uri(base)
-    root = storage.join(before_run(base, uri), "sweeps")
     name = name or f"tune-{base.name}"
+    root = storage.join(storage_root(base), "sweeps")
     sweep_dir = storage.join(root, name)
-    parent = parent_run(base, name, uri, space, scheduler, sweep_dir, resume)
+    state = read_state(sweep_dir, name, resume)
+    if resume:
+        base = resumed_base(base, state, name)
+        plan = Plan(**state["plan"])  # what it was started with; a space given now is not used
+        print(f"[{name}] resuming: {plan.search} search over {', '.join(plan.space)} "
+              f"({plan.trials()} trials), {plan.scheduler}, ranked on {plan.rank_on}", flush=True)  # fmt: skip
+    elif plan is None:
+        raise ConfigError("a new sweep needs a search space: --space KEY=SPEC or --space-file")
+    plan = plan.resolved(base)
+    space = plan.parsed()
+    S.check(base, space)  # bad keys and values fail here, before any trial starts
+    check_data(base, data_dir)
+    before_run(base, uri)
+    metric = ranked_metric(base, plan.rank_on)
+    concurrent = concurrent_trials(base)
+    costs = budget_of(base, data_dir, plan, concurrent, clips_per_s)
+    for line in costs.lines():
+        print(f"[{name}] {line}", flush=True)
+    parent = state.get("parent_run_id") if resume else None
+    if parent:
+        record.set_running(uri, parent)
+    else:
+        parent = record.sweep_started(base, name, uri, plan.scheduler, plan.space, {
+            "vidtempo.search": plan.search, "vidtempo.metric": metric,
+            "vidtempo.mode": base.eval.mode, "vidtempo.ranked_on": ranked_on(base, plan.rank_on),
+            "vidtempo.budget": "\n".join(costs.lines())}, costs.metrics())  # fmt: skip
+        write_state(sweep_dir, {"parent_run_id": parent, "plan": asdict(plan),
+                                "base": config.to_dict(base)})  # fmt: skip
     fn = tune.with_resources(
         functools.partial(trial, base=config.to_dict(base), data_dir=str(data_dir),
-                          sweep_name=name, parent_run_id=parent, imagenet=imagenet),
+                          sweep_name=name, parent_run_id=parent, imagenet=imagenet,
+                          rank_on=plan.rank_on),  # fmt: skip
         # no CPU (its Train workers hold those); Tune refuses an empty request, so 1 MiB of memory
         {"CPU": 0, "memory": 1 << 20},
     )  # fmt: skip
-    if resume:
+    if resume and tune.Tuner.can_restore(sweep_dir):
         tuner = tune.Tuner.restore(sweep_dir, fn, resume_errored=True)
     else:
-        sched = make_scheduler(base, scheduler, sweep_dir, grace_period, reduction_factor)
-        tuner = make_tuner(fn, base, space, samples, sched, name, root)
+        sched = make_scheduler(base, plan, metric, sweep_dir)
+        tuner = make_tuner(fn, base, plan, metric, sched, name, root, concurrent,
+                           costs.typical_trial_epochs)  # fmt: skip
     try:
         results = tuner.fit()
     except BaseException:
         record.end_run(uri, parent, "KILLED")
         raise
-    return finish(results, base, name, uri, parent, sweep_dir)
+    out = finish(results, base, plan, metric, name, uri, parent, sweep_dir)
+    return {**out, "plan": plan, "budget": costs, "metric": metric}
 
 
-def parent_run(base: Config, name: str, uri: str, space: dict[str, tuple], scheduler: str,
-               sweep_dir: str, resume: bool) -> str:  # fmt: skip
-    """The sweep's parent MLflow run: the interrupted sweep's when resuming, else a new one
-    (its id kept beside the sweep, for a later --resume)."""
-    marker = storage.join(sweep_dir, "vidtempo_sweep.json")
-    state = json.loads(storage.read_bytes(marker) or b"{}")
-    can_restore = tune.Tuner.can_restore(sweep_dir)
+def read_state(sweep_dir: str, name: str, resume: bool) -> dict:
+    """What the sweep folder says: {"parent_run_id", "plan"} of the sweep to resume; {} for a
+    new one. A new sweep over an existing name, or a resume of none, fails before anything."""
+    state = json.loads(storage.read_bytes(storage.join(sweep_dir, "vidtempo_sweep.json")) or b"{}")
     where = sweep_dir.rsplit("/", 1)[0]  # the sweeps folder
-    if resume and not can_restore:
+    if resume and "plan" not in state:
         raise FileNotFoundError(f"no sweep named '{name}' to resume in {where}")
-    if can_restore and not resume:
+    if state and not resume:
         raise FileExistsError(
             f"sweep '{name}' already exists in {where}: pass --resume to continue it, or --name"
         )
-    if resume and state.get("parent_run_id"):
-        record.set_running(uri, state["parent_run_id"])
-        return state["parent_run_id"]
-    parent = record.sweep_started(base, name, uri, scheduler, S.describe(space))
-    storage.write_bytes(marker, json.dumps({"parent_run_id": parent}).encode())
-    return parent
+    return state
 
 
-def make_scheduler(base: Config, scheduler: str, sweep_dir: str, grace_period: int,
-                   reduction_factor: int):  # fmt: skip
+def resumed_base(base: Config, state: dict, name: str) -> Config:
+    """The config a sweep was started with (its trials resume only with the same one); what the
+    resuming command sets otherwise is said and left aside."""
+    if "base" not in state:
+        return base
+    saved = config.from_dict(state["base"], f"sweep {name}'s config")
+    ignored = [k for k in config.diff(saved, base) if k != "train.val_interval"]
+    if ignored:
+        print(f"[{name}] resuming with the config it was started with; not applied: "
+              f"{', '.join(ignored[:8])}{' …' if len(ignored) > 8 else ''}", flush=True)  # fmt: skip
+    return saved
+
+
+def write_state(sweep_dir: str, state: dict) -> None:
+    storage.write_bytes(storage.join(sweep_dir, "vidtempo_sweep.json"), json.dumps(state).encode())
+
+
+def budget_of(base: Config, data_dir: str, plan: Plan, concurrent: int,
+              clips_per_s: float | None) -> report.Budget:  # fmt: skip
+    """The budget from the trials' own epoch plan: their steps × global batch and the clips
+    they are ranked on."""
+    from vidtempo.data.holdout import held_rows
+    from vidtempo.data.schema import read_manifest
+
+    cfg = config.override(base, ranking(base, plan.rank_on), "the sweep's ranking")
+    steps = epoch_plan(cfg, data_dir)["steps"]
+    if plan.rank_on == "val":
+        ranked = read_manifest(storage.join(data_dir, "val"))["num_videos"]
+    else:
+        ranked = sum(len(v) for v in held_rows(storage.join(data_dir, "train"), cfg.data.holdout).values())
+    grace = plan.grace_period if plan.scheduler == "asha" else None
+    return report.budget(cfg, steps * cfg.global_batch, ranked, plan.trials(), concurrent, grace,
+                         plan.reduction_factor, clips_per_s)  # fmt: skip
+
+
+def make_scheduler(base: Config, plan: Plan, metric: str, sweep_dir: str):
     """ASHA over epochs (its rungs kept beside the sweep), or first-in first-out (a grid)."""
-    if scheduler != "asha":
+    if plan.scheduler != "asha":
         return tune.schedulers.FIFOScheduler()
     return ResumableASHA(storage.join(sweep_dir, "asha_state.pkl"), time_attr="epoch",
-                         max_t=base.train.epochs, grace_period=grace_period,
-                         reduction_factor=reduction_factor, stop_last_trials=False)  # fmt: skip
+                         max_t=base.train.epochs, grace_period=plan.grace_period,
+                         reduction_factor=plan.reduction_factor, stop_last_trials=False)  # fmt: skip
 
 
-def make_tuner(fn, base: Config, space: dict[str, tuple], samples: int, sched, name: str,
-               root: str) -> tune.Tuner:  # fmt: skip
-    """A seeded search over `space`, as many trials at once as the cluster holds."""
-    metric = base.eval.metric
-    return tune.Tuner(
-        fn,
-        param_space={k: S.tune_domain(kind, args) for k, (kind, args) in space.items()},
+def make_search(base: Config, plan: Plan, metric: str, concurrent: int):
+    """Random (and grid) search by Tune's generator, or Optuna's TPE (seeded by run.seed),
+    at most `concurrent` trials at once."""
+    if plan.search == "random":
         # the limit goes to the generator itself, since Tune ignores max_concurrent_trials next
         # to an explicit BasicVariantGenerator
+        return BasicVariantGenerator(random_state=base.run.seed, max_concurrent=concurrent)
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tpe = OptunaSearch(metric=metric, mode=base.eval.mode,
+                       sampler=optuna.samplers.TPESampler(seed=base.run.seed))  # fmt: skip
+    return ConcurrencyLimiter(tpe, max_concurrent=concurrent)
+
+
+def make_tuner(fn, base: Config, plan: Plan, metric: str, sched, name: str, root: str,
+               concurrent: int, typical: float) -> tune.Tuner:  # fmt: skip
+    """A seeded search over the plan's space, as many trials at once as the cluster holds; a
+    trial that fails is started again (from its last checkpoint) tune.trial_retries times."""
+    tpe = plan.search == "tpe"
+    domains = {k: S.tune_domain("choice" if tpe and kind == "grid" else kind, args)
+               for k, (kind, args) in plan.parsed().items()}  # fmt: skip
+    return tune.Tuner(
+        fn,
+        param_space=domains,
         tune_config=tune.TuneConfig(metric=metric, mode=base.eval.mode, scheduler=sched,
-                                    num_samples=samples, search_alg=BasicVariantGenerator(
-                                        random_state=base.run.seed,
-                                        max_concurrent=concurrent_trials(base))),  # fmt: skip
+                                    num_samples=plan.samples,
+                                    search_alg=make_search(base, plan, metric, concurrent)),  # fmt: skip
         run_config=tune.RunConfig(
             name=name, storage_path=root, verbose=2 if verbosity.verbose() else 0,
-            callbacks=[TrialEvents(name, metric, base.train.epochs)]),  # fmt: skip
+            failure_config=tune.FailureConfig(max_failures=base.tune.trial_retries),
+            callbacks=[TrialEvents(name, metric, base.eval.mode, base.train.epochs, typical)]),  # fmt: skip
     )
 
 
-def finish(results, base: Config, name: str, uri: str, parent: str, sweep_dir: str) -> dict:
-    """The trial table, the best trial and its config (beside the sweep and in MLflow)."""
-    metric, mode = base.eval.metric, base.eval.mode
+def finish(results, base: Config, plan: Plan, metric: str, name: str, uri: str, parent: str,
+           sweep_dir: str) -> dict:  # fmt: skip
+    """The trial table, the best trial (tagged, and named on the parent) and its config (beside
+    the sweep and in MLflow), the plot over the searched values."""
+    mode = base.eval.mode
     rows = summarize(results, base, metric, mode, name, uri)
+    timeline, seen = [], set()
+    for r in rows:
+        for t, e, v in r.pop("curve"):  # the test report repeats the last epoch's metrics
+            if (r["trial"], int(e)) not in seen:
+                seen.add((r["trial"], int(e)))
+                timeline.append({"time": float(t), "trial": r["trial"], "epoch": int(e),
+                                 "value": float(v)})  # fmt: skip
     best_row = max((r for r in rows if r["best"] == r["best"]),
                    key=lambda r: r["best"] if mode == "max" else -r["best"], default=None)  # fmt: skip
-    out = {"rows": rows, "best": best_row, "parent_run_id": parent, "sweep_dir": sweep_dir}
+    out = {"rows": rows, "best": best_row, "parent_run_id": parent, "sweep_dir": sweep_dir,
+           "timeline": timeline}  # every result in the order received: (time, trial, epoch, value)
     best_yaml = None
     if best_row:
+        best_row["is_best"] = True
         best_yaml = config.dump_yaml(config.override(base, best_row["params"], "the best trial"))
         out["best_config_path"] = path = storage.join(sweep_dir, "best_config.yaml")
         storage.write_bytes(path, best_yaml.encode())
-    record.sweep_finished(uri, parent, metric, table(rows, metric), rows, best_yaml,
-                          best_row["best"] if best_row else None)  # fmt: skip
+        if best_row["mlflow_run_id"]:
+            record.best_trial(uri, parent, best_row["mlflow_run_id"], best_row["trial"])
+        state = json.loads(storage.read_bytes(storage.join(sweep_dir, "vidtempo_sweep.json")))
+        write_state(sweep_dir, {**state, "best_params": best_row["params"]})
+    figure = report.plot(rows, plan.space, metric,
+                         f"{name}: best {metric} per trial ({plan.search}, {plan.scheduler})")  # fmt: skip
+    record.sweep_finished(uri, parent, metric, report.table(rows, metric), rows, best_yaml,
+                          best_row["best"] if best_row else None, figure)  # fmt: skip
     return out
 
 
@@ -246,9 +442,12 @@ def summarize(results, base: Config, metric: str, mode: str, name: str, uri: str
         if run_id and status == "stopped":  # ASHA ended it: its MLflow run says so
             record.trial_stopped(uri, run_id)  # a trial that really failed has r.error
         minutes = float(df["time_total_s"].max()) / 60 if df is not None and "time_total_s" in df else float("nan")
+        curve = []
+        if df is not None and {"timestamp", "epoch", metric} <= set(df.columns):
+            curve = [tuple(x) for x in df[["timestamp", "epoch", metric]].dropna().itertuples(index=False)]
         rows.append({"trial": _trial_id(r), "params": params, "lr.effective": cfg.effective_lr,
                      "best": float(best), "epochs": epochs, "status": status,
-                     "minutes": minutes, "mlflow_run_id": run_id})  # fmt: skip
+                     "minutes": minutes, "mlflow_run_id": run_id, "curve": curve})  # fmt: skip
     return rows
 
 
@@ -256,17 +455,25 @@ def _trial_id(result) -> str:
     return str((result.metrics or {}).get("trial_id", ""))
 
 
-def table(rows: list[dict], metric: str) -> str:
-    keys = sorted({k for r in rows for k in r["params"]})
-    head = ["trial", *keys, "lr.effective", f"best {metric}", "epochs", "minutes", "status"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["trial"], *(_fmt(r["params"].get(k)) for k in keys), f"{r['lr.effective']:.4g}",
-                 f"{r['best']:.2f}", str(r["epochs"]), f"{r.get('minutes', float('nan')):.1f}",
-                 r["status"]]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def final(base: Config, data_dir: str | Path, name: str, imagenet: str | None = None) -> dict:
+    """The number a sweep reports: its best trial's values on this recipe, trained on all of
+    train/ and evaluated on val/ with the zoo's test protocol, as run `<sweep>-final` (the run
+    `zoo compare` puts beside the zoo; it leaves the trials out)."""
+    sweep_dir = storage.join(storage_root(base), "sweeps", name)
+    state = read_state(sweep_dir, name, resume=True)
+    if "best_params" not in state:
+        raise FileNotFoundError(f"sweep '{name}' has no best trial yet: let it finish "
+                                "(--resume) before its final run")  # fmt: skip
+    cfg = config.override(resumed_base(base, state, name), state["best_params"],
+                          f"sweep {name}'s best trial")  # fmt: skip
+    cfg = config.override(cfg, {"train.val_interval": base.train.val_interval}, "the recipe")
+    tags = {"vidtempo.sweep": name, "vidtempo.kind": "sweep-final",
+            "vidtempo.sweep_parent_run_id": state["parent_run_id"],
+            "vidtempo.config_diff": json.dumps(state["best_params"])}  # fmt: skip
+    values = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(state["best_params"].items()))
+    print(f"[{name}] final run {name}-final: {values} on all of train/, tested on val/", flush=True)
+    return fit(cfg, data_dir, name=f"{name}-final", imagenet=imagenet, tags=tags)
