@@ -279,6 +279,26 @@ def test_trials_that_fail_are_retried_by_tune(tmp_path):
     assert tuner._local_tuner._run_config.failure_config.max_failures == 3
 
 
+def test_the_scaling_rule_preset_reports_the_best_effective_lr_per_global_batch():
+    from vidtempo.tune import report
+
+    base = config.load("tin_r18_synthetic")
+    space = S.parse(file=Path(config.PROJECT_DIR) / "jobs" / "configs" / "spaces" / "scaling_rule.yaml")
+    S.check(base, space)
+    rows = []
+    for per_worker, accs in ((4, (20, 40, 30)), (8, (10, 30, 50)), (16, (5, 35, 45))):
+        for lr, acc in zip((0.015, 0.03, 0.06), accs):
+            cfg = config.override(base, {"optim.lr": lr, "run.batch_per_worker": per_worker}, "t")
+            rows.append({"params": {"optim.lr": lr, "run.batch_per_worker": per_worker},
+                         "best": float(acc), "lr.effective": cfg.effective_lr,
+                         "batch.global": cfg.global_batch})  # fmt: skip
+    lines = report.scaling(rows, "holdout/top1", "max")
+    # batch 8: best at base 0.03 (effective 0.015); 16: base 0.06 (0.06); 32: base 0.06 (0.12)
+    assert lines[2:] == ["| 8 | 40.00 | 0.015 | 1.00 | 1.00 |", "| 16 | 50.00 | 0.06 | 4.00 | 2.00 |",
+                         "| 32 | 45.00 | 0.12 | 8.00 | 4.00 |"]  # fmt: skip
+    assert report.scaling([{**r, "params": {"optim.lr": 1}} for r in rows], "m", "max") == []
+
+
 # ---- a real sweep ---------------------------------------------------------------------------
 
 

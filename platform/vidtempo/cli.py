@@ -533,6 +533,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                     reduction_factor=args.reduction_factor, rank_on=args.rank_on)  # fmt: skip
     out = sweep(cfg, args.data, plan, args.name, args.resume, args.imagenet, args.clips_per_s)
     print("\n" + report.table(out["rows"], out["metric"]))
+    if out.get("scaling"):
+        print(f"\nthe linear scaling rule: the best effective lr per global batch\n\n{out['scaling']}")
     name = out["sweep_dir"].rstrip("/").rsplit("/", 1)[-1]
     if out.get("best"):
         print(f"\nbest: trial {out['best']['trial']} {out['best']['params']} "
@@ -577,6 +579,9 @@ def tune_report(args: argparse.Namespace) -> int:
           f"{tags.get('vidtempo.scheduler', '?')}, ranked on "
           f"{tags.get('vidtempo.ranked_on', found['metric'])}\n")  # fmt: skip
     print(report.table(found["rows"], found["metric"]))
+    rule = report.scaling(found["rows"], found["metric"], found["mode"])
+    if rule:
+        print("\nthe linear scaling rule: the best effective lr per global batch\n\n" + "\n".join(rule))
     best = [r for r in found["rows"] if r["is_best"]]
     if best:
         print(f"\nbest: trial {best[0]['trial']} {best[0]['params']} {found['metric']} "

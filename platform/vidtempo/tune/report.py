@@ -139,6 +139,35 @@ def table(rows: list[dict], metric: str) -> str:
     return "\n".join(lines)
 
 
+BATCH_KEYS = ("run.batch_per_worker", "run.num_workers")
+
+
+def scaling(rows: list[dict], metric: str, mode: str) -> list[str]:
+    """Does the linear scaling rule hold? For a sweep with a batch axis (run.batch_per_worker
+    or run.num_workers): per global batch, the trial with the best value and its effective lr;
+    each best effective lr over the smallest batch's, next to the batch ratio (the rule says
+    they are equal). Empty without a batch axis or with fewer than two batch sizes scored."""
+    if not any(k in r["params"] for r in rows for k in BATCH_KEYS):
+        return []
+    best: dict[int, dict] = {}
+    for r in rows:
+        if r["best"] != r["best"] or not r.get("batch.global"):
+            continue
+        b = int(r["batch.global"])
+        if b not in best or (r["best"] > best[b]["best"] if mode == "max" else r["best"] < best[b]["best"]):
+            best[b] = r
+    if len(best) < 2:
+        return []
+    ref = min(best)
+    lines = [f"| global batch | best {metric} | its effective lr | lr ratio | batch ratio |",
+             "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for b in sorted(best):
+        r = best[b]
+        lines.append(f"| {b} | {r['best']:.2f} | {r['lr.effective']:.4g} | "
+                     f"{r['lr.effective'] / best[ref]['lr.effective']:.2f} | {b / ref:.2f} |")  # fmt: skip
+    return lines
+
+
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -236,6 +265,7 @@ def from_mlflow(uri: str, experiment: str | None, sweep: str) -> dict:
         if status == "stopped" and "vidtempo.stopped_by" not in t:
             status = "error"
         rows.append({"trial": t.get("vidtempo.run_name", child.info.run_name).rsplit("-", 1)[-1],
+                     "batch.global": int(child.data.params.get("batch.global", 0)),
                      "params": json.loads(t.get("vidtempo.trial_params")
                                           or t.get("vidtempo.config_diff") or "{}"),
                      "lr.effective": float(child.data.params.get("lr.effective", "nan")),

@@ -423,7 +423,12 @@ def finish(results, base: Config, plan: Plan, metric: str, name: str, uri: str, 
         write_state(sweep_dir, {**state, "best_params": best_row["params"]})
     figure = report.plot(rows, plan.space, metric,
                          f"{name}: best {metric} per trial ({plan.search}, {plan.scheduler})")  # fmt: skip
-    record.sweep_finished(uri, parent, metric, report.table(rows, metric), rows, best_yaml,
+    table = report.table(rows, metric)
+    rule = report.scaling(rows, metric, mode)
+    if rule:  # a batch axis: the best effective lr per global batch
+        out["scaling"] = "\n".join(rule)
+        table += "\n\nthe linear scaling rule: the best effective lr per global batch\n\n" + out["scaling"]
+    record.sweep_finished(uri, parent, metric, table, rows, best_yaml,
                           best_row["best"] if best_row else None, figure)  # fmt: skip
     return out
 
@@ -446,6 +451,7 @@ def summarize(results, base: Config, metric: str, mode: str, name: str, uri: str
         if df is not None and {"timestamp", "epoch", metric} <= set(df.columns):
             curve = [tuple(x) for x in df[["timestamp", "epoch", metric]].dropna().itertuples(index=False)]
         rows.append({"trial": _trial_id(r), "params": params, "lr.effective": cfg.effective_lr,
+                     "batch.global": cfg.global_batch,
                      "best": float(best), "epochs": epochs, "status": status,
                      "minutes": minutes, "mlflow_run_id": run_id, "curve": curve})  # fmt: skip
     return rows
