@@ -36,6 +36,17 @@ def add_zoo(sub) -> None:
     zc.add_argument("--no-log", dest="log", action="store_false", help="print only")
     zc.set_defaults(func=cmd_zoo_compare)
 
+    zi = zsub.add_parser("import-log", help="the zoo's training log(s) of a zoo config as an "
+                         "MLflow reference run, to overlay on our runs' curves")  # fmt: skip
+    zi.add_argument("name", help="the zoo config the log trained (`vidtempo zoo list`)")
+    zi.add_argument("logs", nargs="+", metavar="LOG", help="MMAction2 0.x .log.json or .log, "
+                    "1.x .log or vis_data/scalars.json: a local path or a URI")  # fmt: skip
+    zi.add_argument("--experiment", default=None, help="MLflow experiment (default: the "
+                    "config's run.experiment, where its reproductions go)")  # fmt: skip
+    zi.add_argument("--mlflow-uri", default=None, help="tracking URI (default: VIDTEMPO_MLFLOW_URI "
+                    "or the project's SQLite store)")  # fmt: skip
+    zi.set_defaults(func=cmd_zoo_import_log, errors=("missing", "value"))
+
     zp = zsub.add_parser("plan", help="what reproducing a zoo config costs: clips to decode, "
                          "decode cores per GPU, GPU-hours, wall-clock, money")  # fmt: skip
     zp.add_argument("name", help="zoo config name or YAML")
@@ -56,6 +67,28 @@ def add_zoo(sub) -> None:
     zp.add_argument("--mlflow-uri", default=None, help="tracking URI for --log")
     zp.add_argument("--json", default=None, help="also write the plan as JSON here")
     zp.set_defaults(func=cmd_zoo_plan, errors=("data",))
+
+
+def cmd_zoo_import_log(args: argparse.Namespace) -> int:
+    """`vidtempo zoo import-log NAME LOG…`: each log read (what it holds, what it could not
+    read) and logged once as a reference run."""
+    from vidtempo import tracking
+    from vidtempo.report import zoo_log
+    from vidtempo.tracking import record
+
+    cfg = C.load(args.name)
+    uri = args.mlflow_uri or tracking.resolve_uri(cfg)
+    experiment = args.experiment or cfg.run.experiment
+    for path in args.logs:
+        log = zoo_log.read(path)
+        texts = {"zoo_config.py": log.config_text} if log.config_text else {}
+        if log.unread:
+            texts["unread_lines.txt"] = "".join(f"{no}: {line}\n" for no, line in log.unread)
+        run_id, created = record.zoo_log(uri, experiment, cfg.name, log, log.sha256, texts)
+        print(log.summary())
+        print(f"  {'logged as' if created else 'already imported:'} MLflow run {run_id} "
+              f"(experiment {experiment})")  # fmt: skip
+    return 0
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:

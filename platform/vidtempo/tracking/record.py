@@ -11,7 +11,8 @@ A training run (`fit`):
     test             the test protocol's scores, per-class accuracies, TIN's offset histograms
     end_run          FINISHED / FAILED / KILLED, and the `vidtempo.status` tag
 A sweep: sweep_started (the parent run, its search space), trial_stopped, sweep_finished
-(best config, trial table). A report (zoo plan, zoo compare, a benchmark): report_run.
+(best config, trial table). A report (zoo plan, zoo compare, a benchmark): report_run. The zoo's
+own training log as a reference run: zoo_log.
 """
 
 from __future__ import annotations
@@ -224,6 +225,39 @@ def report_run(uri: str, experiment: str, name: str, tags: dict[str, str],
     if end:
         end_run(uri, run_id, "FINISHED")
     return run_id
+
+
+def zoo_log(uri: str, experiment: str, zoo_config: str, log, digest: str,
+            texts: dict[str, str]) -> tuple[str, bool]:  # fmt: skip
+    """The zoo's training log (vidtempo.report.zoo_log.ZooLog) as a reference run: its epoch
+    curves under our runs' keys and steps (loss, lr, val/top1, … at step = epoch), the logged
+    iterations as loss_iter / lr_iter at step = global iteration, `texts` as artifacts (the
+    log's config). Returns (run id, created); a log imported before (same sha256) is not
+    imported again."""
+    from mlflow.entities import Metric
+
+    c = client(uri)
+    found = c.search_runs([experiment_id(uri, experiment)],
+                          f"tags.`vidtempo.zoo_log_sha256` = '{digest}'", max_results=1)  # fmt: skip
+    if found:
+        return found[0].info.run_id, False
+    tags = {"vidtempo.kind": "zoo-log", "zoo.config": zoo_config, "vidtempo.config": zoo_config,
+            "vidtempo.zoo_log_source": log.source, "vidtempo.zoo_log_format": log.format,
+            "vidtempo.zoo_log_sha256": digest, "mlflow.note.content": log.summary()}  # fmt: skip
+    if log.notes:
+        tags["vidtempo.zoo_log_notes"] = "; ".join(log.notes)
+    run_id = _create(uri, experiment, f"zoo-log {zoo_config}", tags)
+    now = int(time.time() * 1000)
+    points = [Metric(key(k), float(v), now, e) for e, m in sorted(log.epochs.items())
+              for k, v in m.items() if math.isfinite(v)]  # fmt: skip
+    points += [Metric(f"{k}_iter", float(v), now, step) for step, m in log.iterations
+               for k, v in m.items() if math.isfinite(v)]  # fmt: skip
+    for i in range(0, len(points), 1000):  # MLflow takes up to 1000 metrics a batch
+        c.log_batch(run_id, metrics=points[i : i + 1000])
+    for artifact_file, text in texts.items():
+        log_text(uri, run_id, text, artifact_file)
+    end_run(uri, run_id, "FINISHED")
+    return run_id, True
 
 
 # ---- the writes themselves -------------------------------------------------------------------
