@@ -207,3 +207,40 @@ def test_imported_once_with_our_runs_keys_and_steps(tmp_path, capsys):
     assert 0 <= zoo[0]["metrics"]["val/top1"] <= 100
     assert len(c.get_metric_history(zoo[0]["run_id"], "loss_iter")) == 2 * ITERS // EVERY
     assert "zoo_config.py" in {a.path for a in c.list_artifacts(zoo[0]["run_id"])}
+
+
+def test_zoo_compare_reads_the_curves(tmp_path):
+    """A run of the zoo recipe with a tenth of the zoo's 40 epochs, against the zoo's imported
+    log: the gap at each of its validations at the same fraction of the schedule, the first
+    epoch more than the margin behind, and the chart of both curves."""
+    from vidtempo import tracking
+    from vidtempo.report.zoo_compare import compare
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lines = [json.dumps({"config": CONFIG})]
+    for e in range(1, 41):  # the zoo: val top-1 of 2% per epoch
+        lines.append(json.dumps({"mode": "train", "epoch": e, "iter": 20, "lr": 0.01, "loss": 2.0}))
+        lines.append(json.dumps({"mode": "val", "epoch": e, "iter": 20, "top1_acc": e / 50,
+                                 "top5_acc": 0.9, "mean_class_accuracy": e / 60}))  # fmt: skip
+    log_path = tmp_path / "20200729_034132.log.json"
+    log_path.write_text("\n".join(lines))
+    from vidtempo.cli import main as cli
+
+    assert cli(["zoo", "import-log", "tin_r50_1x1x8_40e_sthv1_rgb", str(log_path),
+                "--mlflow-uri", uri, "--experiment", "c"]) == 0  # fmt: skip
+    cfg = config.load("tin_r50_1x1x8_40e_sthv1_rgb", ["run.experiment=c", "train.epochs=4"])
+    run_id = tracking.start_run(cfg, "short", uri)
+    for e, v in ((1, 20.0), (2, 39.0), (3, 55.0), (4, 75.0)):  # at the zoo's epochs 10 … 40
+        tracking.log_metrics(uri, run_id, {"epoch": e, "val/top1": v}, step=e)
+    tracking.log_metrics(uri, run_id, {"test/top1@1x1": 75.0, "test/top5@1x1": 90.0}, step=4)
+    tracking.end_run(uri, run_id)
+    found = compare(uri, ["c"], log=False, out_dir=tmp_path / "out")["c"]
+    assert [r["run"] for r in found["rows"]] == ["short"]  # the log's run is no row of its own
+    curve = found["curves"][0]
+    assert curve["run"] == "short" and curve["scale"] == 10.0
+    assert [(p[1], round(p[3], 6), round(p[4], 6)) for p in curve["points"]] == [
+        (10.0, 20.0, 0.0), (20.0, 40.0, -1.0), (30.0, 60.0, -5.0), (40.0, 80.0, -5.0)]  # fmt: skip
+    assert curve["first_behind"] == 3 and curve["worst"][0] == 3
+    assert "| tin_r50_1x1x8_40e_sthv1_rgb | short | 4 | -2.75 | -5.00 (3) | epoch 3 (> 2 points) |" \
+        in found["markdown"], found["markdown"]  # fmt: skip
+    assert (tmp_path / "out" / "c" / "zoo_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -34,6 +34,8 @@ def add_zoo(sub) -> None:
                     "or the project's SQLite store)")  # fmt: skip
     zc.add_argument("--out", default=None, help="also write the report files under this folder")
     zc.add_argument("--no-log", dest="log", action="store_false", help="print only")
+    zc.add_argument("--margin", type=float, default=2.0, help="points of val/top1 behind the "
+                    "zoo's training curve (`zoo import-log`) that count as falling behind")  # fmt: skip
     zc.set_defaults(func=cmd_zoo_compare)
 
     zi = zsub.add_parser("import-log", help="the zoo's training log(s) of a zoo config as an "
@@ -173,7 +175,7 @@ def cmd_zoo_compare(args: argparse.Namespace) -> int:
     from vidtempo.report.zoo_compare import compare
 
     uri = args.mlflow_uri or tracking.resolve_uri()
-    reports = compare(uri, args.experiment, log=args.log, out_dir=args.out)
+    reports = compare(uri, args.experiment, log=args.log, out_dir=args.out, margin=args.margin)
     if not reports:
         print(f"no run in {uri} names a zoo config and has test results yet")
         return 1

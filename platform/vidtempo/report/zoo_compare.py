@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vidtempo import config as C
 from vidtempo import tracking
-from vidtempo.tracking import record
+from vidtempo.tracking import record, store
 
 REPORT_KIND = "zoo-compare"
 
@@ -50,7 +50,7 @@ def collect(uri: str, experiment: str) -> list[dict]:
     rows, facts = [], {}
     for run in tracking.runs(uri, experiment):
         t, p, m = run["tags"], run["params"], run["metrics"]
-        if t.get("vidtempo.kind") in ("sweep", REPORT_KIND):
+        if t.get("vidtempo.kind") in ("sweep", "zoo-log", REPORT_KIND):
             continue
         if t.get("vidtempo.sweep") and t.get("vidtempo.kind") != "sweep-final":
             continue  # a sweep's trial: its final run (the best config retrained) stands for it
@@ -177,8 +177,112 @@ def chart(rows: list[dict], path: str | Path, experiment: str) -> Path:
     return path
 
 
+# ---- the curves: ours against the zoo's training log (`vidtempo zoo import-log`) -------------
+
+MARGIN = 2.0  # points of val/top1 behind the zoo's curve that count as falling behind
+
+
+def zoo_at(points: list[tuple[int, float]], epoch: float) -> float | None:
+    """The zoo curve's value at a (fractional) epoch: linear between its validations, None
+    outside them."""
+    for (e0, v0), (e1, v1) in zip(points, points[1:]):
+        if e0 <= epoch <= e1:
+            return v0 + (v1 - v0) * (epoch - e0) / (e1 - e0)
+    return points[0][1] if points and points[0][0] == epoch else None
+
+
+def curve_gaps(ours: list[tuple[int, float]], ours_epochs: int, zoo: list[tuple[int, float]],
+               zoo_epochs: int, margin: float = MARGIN) -> dict:  # fmt: skip
+    """Our val/top1 against the zoo's at each of our validation epochs: at the same epoch when
+    the schedules are as long, else at the same fraction of the schedule (epoch × zoo epochs /
+    ours). {"points": [(our epoch, zoo epoch, ours, zoo, gap)], "mean_gap", "worst",
+    "first_behind": our first epoch more than `margin` behind, or None}."""
+    scale = zoo_epochs / ours_epochs if ours_epochs and zoo_epochs else 1.0
+    points = []
+    for e, v in ours:
+        z = zoo_at(zoo, e * scale)
+        if z is not None:
+            points.append((e, e * scale, v, z, v - z))
+    worst = min(points, key=lambda p: p[4], default=None)
+    return {"points": points, "scale": scale,
+            "mean_gap": sum(p[4] for p in points) / len(points) if points else None,
+            "worst": worst, "first_behind": next((p[0] for p in points if p[4] < -margin), None)}  # fmt: skip
+
+
+def curves(uri: str, experiment: str, rows: list[dict], margin: float = MARGIN) -> list[dict]:
+    """For each comparable run whose zoo config has an imported training log in the experiment:
+    the gaps along the curve (curve_gaps)."""
+    logs = {}
+    for run in tracking.runs(uri, experiment):
+        t = run["tags"]
+        if t.get("vidtempo.kind") == "zoo-log" and t.get("zoo.config") not in logs:
+            logs[t["zoo.config"]] = run  # the newest import of each
+    out = []
+    for r in rows:
+        zoo_run = logs.get(r["zoo_config"])
+        if not zoo_run or not r["comparable"]:
+            continue
+        zoo = store.history(uri, zoo_run["run_id"], "val/top1")
+        ours = store.history(uri, r["run_id"], "val/top1")
+        zoo_epochs = r["zoo_epochs"] or int(zoo_run["metrics"].get("epoch", 0))
+        gaps = curve_gaps(ours, r["epochs"], zoo, zoo_epochs, margin)
+        out.append({"zoo_config": r["zoo_config"], "run": r["run"], "ours": ours, "zoo": zoo,
+                    "zoo_log_run_id": zoo_run["run_id"], "margin": margin, **gaps})  # fmt: skip
+    return out
+
+
+def curves_markdown(found: list[dict]) -> str:
+    if not found:
+        return ""
+    out = ["## Along the training curve (the zoo's own training log)", "",
+           "Our val/top1 at each validation epoch against the zoo's log at the same point of "
+           "the schedule (epochs scaled when the schedules differ in length).", "",
+           "| zoo config | run | validations compared | mean gap | worst gap (our epoch) | "
+           "first behind by more than the margin |", "|---|---|---:|---:|---|---|"]  # fmt: skip
+    for c in found:
+        worst = f"{c['worst'][4]:+.2f} ({c['worst'][0]})" if c["worst"] else "–"
+        first = (f"epoch {c['first_behind']} (> {c['margin']:g} points)" if c["first_behind"]
+                 else f"never (margin {c['margin']:g})")  # fmt: skip
+        mean_gap = "–" if c["mean_gap"] is None else f"{c['mean_gap']:+.2f}"
+        out.append(f"| {c['zoo_config']} | {c['run']} | {len(c['points'])} | {mean_gap} | "
+                   f"{worst} | {first} |")  # fmt: skip
+    return "\n".join([*out, ""])
+
+
+def curves_chart(found: list[dict], path: str | Path, experiment: str) -> Path:
+    """One panel per zoo config: the zoo's val/top1 over its epochs, ours on the same axis (our
+    epochs scaled to the zoo's schedule), the first epoch behind marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zoos = sorted({c["zoo_config"] for c in found})
+    fig, axes = plt.subplots(len(zoos), 1, figsize=(8, 3.2 * len(zoos)), squeeze=False)
+    for ax, zoo in zip(axes[:, 0], zoos):
+        group = [c for c in found if c["zoo_config"] == zoo]
+        ze, zv = zip(*group[0]["zoo"]) if group[0]["zoo"] else ((), ())
+        ax.plot(ze, zv, "k-", lw=2, label="zoo (its training log)")
+        for c in group:
+            xs = [e * c["scale"] for e, _ in c["ours"]]
+            line = ax.plot(xs, [v for _, v in c["ours"]], "o-", ms=3, label=c["run"])[0]
+            if c["first_behind"]:
+                ax.axvline(c["first_behind"] * c["scale"], color=line.get_color(), ls=":", lw=1)
+        ax.set_xlabel("epoch of the zoo's schedule")
+        ax.set_ylabel("val/top1 (%)")
+        ax.set_title(zoo, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"val/top1 along the schedule — experiment {experiment}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def compare(uri: str, experiments: list[str] | None = None, log: bool = True,
-            out_dir: str | Path | None = None) -> dict[str, dict]:  # fmt: skip
+            out_dir: str | Path | None = None, margin: float = MARGIN) -> dict[str, dict]:  # fmt: skip
     """The report for each experiment (all that hold comparable runs when none is named):
     {experiment: {"rows", "markdown", "report_run_id"}}; each is logged as a run of its
     experiment with zoo_compare.md, .png and .json artifacts."""
@@ -188,18 +292,23 @@ def compare(uri: str, experiments: list[str] | None = None, log: bool = True,
         rows = collect(uri, exp)
         if not rows and not experiments:
             continue
-        text = markdown(rows, exp)
-        entry = {"rows": rows, "markdown": text, "report_run_id": None}
+        along = curves(uri, exp, rows, margin)
+        text = markdown(rows, exp) + ("\n" + curves_markdown(along) if along else "")
+        entry = {"rows": rows, "markdown": text, "report_run_id": None, "curves": along}
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(out_dir) / exp if out_dir else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "zoo_compare.md").write_text(text)
             (folder / "zoo_compare.json").write_text(json.dumps(rows, indent=2))
             chart(rows, folder / "zoo_compare.png", exp)
+            files = ["zoo_compare.md", "zoo_compare.png", "zoo_compare.json"]
+            if along:
+                (folder / "zoo_curves.json").write_text(json.dumps(along, indent=2))
+                curves_chart(along, folder / "zoo_curves.png", exp)
+                files += ["zoo_curves.json", "zoo_curves.png"]
             if log:
                 entry["report_run_id"] = record.report_run(
                     uri, exp, f"zoo-compare-{time.strftime('%Y%m%d-%H%M%S')}",
-                    {"vidtempo.kind": REPORT_KIND},
-                    files=[folder / f for f in ("zoo_compare.md", "zoo_compare.png", "zoo_compare.json")])  # fmt: skip
+                    {"vidtempo.kind": REPORT_KIND}, files=[folder / f for f in files])  # fmt: skip
         reports[exp] = entry
     return reports

@@ -91,6 +91,13 @@ def experiments(uri: str) -> list[str]:
     return [e.name for e in client(uri).search_experiments()]
 
 
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """A metric's (step, value) points, by step (the last value of a step logged twice)."""
+    points = {m.step: m.value for m in sorted(client(uri).get_metric_history(run_id, key),
+                                              key=lambda m: m.timestamp)}  # fmt: skip
+    return sorted(points.items())
+
+
 def find_run(uri: str, experiment: str, run_name: str) -> str | None:
     """The newest run of this name in the experiment (a re-submitted run continues it)."""
     c = client(uri)
