@@ -209,23 +209,20 @@ def test_imported_once_with_our_runs_keys_and_steps(tmp_path, capsys):
     assert "zoo_config.py" in {a.path for a in c.list_artifacts(zoo[0]["run_id"])}
 
 
-def test_zoo_compare_reads_the_curves(tmp_path):
-    """A run of the zoo recipe with a tenth of the zoo's 40 epochs, against the zoo's imported
-    log: the gap at each of its validations at the same fraction of the schedule, the first
-    epoch more than the margin behind, and the chart of both curves."""
+def _zoo_and_ours(tmp_path) -> tuple[str, str]:
+    """An imported zoo log of 40 epochs (val top-1 2% per epoch) and a 4-epoch run of ours of the
+    same zoo config, in experiment "c"; returns (uri, our run id)."""
     from vidtempo import tracking
-    from vidtempo.report.zoo_compare import compare
+    from vidtempo.cli import main as cli
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     lines = [json.dumps({"config": CONFIG})]
-    for e in range(1, 41):  # the zoo: val top-1 of 2% per epoch
+    for e in range(1, 41):
         lines.append(json.dumps({"mode": "train", "epoch": e, "iter": 20, "lr": 0.01, "loss": 2.0}))
         lines.append(json.dumps({"mode": "val", "epoch": e, "iter": 20, "top1_acc": e / 50,
                                  "top5_acc": 0.9, "mean_class_accuracy": e / 60}))  # fmt: skip
     log_path = tmp_path / "20200729_034132.log.json"
     log_path.write_text("\n".join(lines))
-    from vidtempo.cli import main as cli
-
     assert cli(["zoo", "import-log", "tin_r50_1x1x8_40e_sthv1_rgb", str(log_path),
                 "--mlflow-uri", uri, "--experiment", "c"]) == 0  # fmt: skip
     cfg = config.load("tin_r50_1x1x8_40e_sthv1_rgb", ["run.experiment=c", "train.epochs=4"])
@@ -234,6 +231,16 @@ def test_zoo_compare_reads_the_curves(tmp_path):
         tracking.log_metrics(uri, run_id, {"epoch": e, "val/top1": v}, step=e)
     tracking.log_metrics(uri, run_id, {"test/top1@1x1": 75.0, "test/top5@1x1": 90.0}, step=4)
     tracking.end_run(uri, run_id)
+    return uri, run_id
+
+
+def test_zoo_compare_reads_the_curves(tmp_path):
+    """A run of the zoo recipe with a tenth of the zoo's 40 epochs, against the zoo's imported
+    log: the gap at each of its validations at the same fraction of the schedule, the first
+    epoch more than the margin behind, and the chart of both curves."""
+    from vidtempo.report.zoo_compare import compare
+
+    uri, _ = _zoo_and_ours(tmp_path)
     found = compare(uri, ["c"], log=False, out_dir=tmp_path / "out")["c"]
     assert [r["run"] for r in found["rows"]] == ["short"]  # the log's run is no row of its own
     curve = found["curves"][0]
@@ -244,3 +251,42 @@ def test_zoo_compare_reads_the_curves(tmp_path):
     assert "| tin_r50_1x1x8_40e_sthv1_rgb | short | 4 | -2.75 | -5.00 (3) | epoch 3 (> 2 points) |" \
         in found["markdown"], found["markdown"]  # fmt: skip
     assert (tmp_path / "out" / "c" / "zoo_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_zoo_log_and_our_run_overlaid_in_the_mlflow_ui(tmp_path, page_text, screenshot):
+    """`zoo import-log` → `zoo compare` → `vidtempo ui`: MLflow's chart of val/top1 for our run
+    and the zoo's log draws both curves on one axis by step (a screenshot is kept)."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.parse
+    from pathlib import Path
+
+    from vidtempo import tracking
+    from vidtempo.machine import free_port
+    from vidtempo.report.zoo_compare import compare
+
+    uri, ours = _zoo_and_ours(tmp_path)
+    compare(uri, ["c"])
+    zoo = next(r for r in tracking.runs(uri, "c") if r["tags"].get("vidtempo.kind") == "zoo-log")
+    port = free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "vidtempo"), "ui", "--mlflow-uri", uri,
+                           "--experiment", "c", "--port", str(port)], stdout=subprocess.PIPE,
+                          text=True)  # fmt: skip
+    try:
+        runs_url = next(line for line in ui.stdout if line.startswith("runs: ")).split()[1]
+        query = urllib.parse.urlencode({
+            "runs": json.dumps([ours, zoo["run_id"]]), "metric": json.dumps("val/top1"),
+            "experiments": json.dumps([tracking.experiment_id(uri, "c")]),
+            "plot_metric_keys": json.dumps(["val/top1"]), "x_axis": "step"})  # fmt: skip
+        url = f"{runs_url.split('#')[0]}#/metric?{query}"  # MLflow's chart of one metric, by step
+        page = page_text(url)
+        assert "short (val/top1)" in page and "zoo-log tin_r50_1x1x8_40e_sthv1_rgb (val/top1)" in page, page[:3000]
+        assert "75 (step=4)" in page and "80 (step=40)" in page, page[:3000]
+        shot = screenshot(url, tmp_path / "overlay.png")
+        assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
