@@ -5,6 +5,7 @@ imported once as an MLflow reference run whose curves use our runs' keys and ste
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -206,7 +207,9 @@ def test_imported_once_with_our_runs_keys_and_steps(tmp_path, capsys):
         assert sorted(theirs) == sorted(mine) == [1, 2], key
     assert 0 <= zoo[0]["metrics"]["val/top1"] <= 100
     assert len(c.get_metric_history(zoo[0]["run_id"], "loss_iter")) == 2 * ITERS // EVERY
-    assert "zoo_config.py" in {a.path for a in c.list_artifacts(zoo[0]["run_id"])}
+    assert {"zoo_config.py", "recipe_diff.md"} <= {a.path for a in c.list_artifacts(zoo[0]["run_id"])}
+    diff_text = c.download_artifacts(zoo[0]["run_id"], "recipe_diff.md", str(tmp_path))
+    assert "| model.shift_div | 4 | 4 | equal |" in Path(diff_text).read_text()
 
 
 def _zoo_and_ours(tmp_path) -> tuple[str, str]:

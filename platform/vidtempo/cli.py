@@ -75,7 +75,7 @@ def cmd_zoo_import_log(args: argparse.Namespace) -> int:
     """`vidtempo zoo import-log NAME LOG…`: each log read (what it holds, what it could not
     read) and logged once as a reference run."""
     from vidtempo import tracking
-    from vidtempo.report import zoo_log
+    from vidtempo.report import recipe_diff, zoo_log
     from vidtempo.tracking import record
 
     cfg = C.load(args.name)
@@ -86,8 +86,15 @@ def cmd_zoo_import_log(args: argparse.Namespace) -> int:
         texts = {"zoo_config.py": log.config_text} if log.config_text else {}
         if log.unread:
             texts["unread_lines.txt"] = "".join(f"{no}: {line}\n" for no, line in log.unread)
-        run_id, created = record.zoo_log(uri, experiment, cfg.name, log, log.sha256, texts)
         print(log.summary())
+        if log.config_text:  # our recipe against the config the zoo model was trained with
+            try:
+                rows = recipe_diff.diff(cfg, recipe_diff.mm_config(log.config_text), log.gpus)
+                texts["recipe_diff.md"] = recipe_diff.markdown(rows, cfg.name, path)
+                print(texts["recipe_diff.md"])
+            except recipe_diff.MMConfigError as exc:
+                print(f"  the log's config could not be read ({exc}): no recipe comparison")
+        run_id, created = record.zoo_log(uri, experiment, cfg.name, log, log.sha256, texts)
         print(f"  {'logged as' if created else 'already imported:'} MLflow run {run_id} "
               f"(experiment {experiment})")  # fmt: skip
     return 0

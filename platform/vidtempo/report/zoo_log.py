@@ -60,6 +60,7 @@ class ZooLog:
     unread: list[tuple[int, str]] = field(default_factory=list)  # (line number, line)
     notes: list[str] = field(default_factory=list)
     sha256: str = ""  # of the file: the same log imported twice is one run
+    gpus: int | None = None  # the GPUs the run trained on, where the log says
 
     @property
     def first_epoch(self) -> int | None:
@@ -107,7 +108,17 @@ def parse(text: str, source: str) -> ZooLog:
     log, found = _parse_json(lines, source) if first.startswith("{") else _parse_text(lines, source)
     _assemble(log, found)
     log.sha256 = hashlib.sha256(text.encode()).hexdigest()
+    log.gpus = gpus_of(text)
     return log
+
+
+def gpus_of(text: str) -> int | None:
+    """The GPUs a zoo run trained on, where its log says: the environment block of a 1.x log
+    (`GPU number: N`) or the `gpu_ids = range(0, N)` a 0.x config dump holds (also inside the
+    JSON log's config string)."""
+    found = re.search(r"GPU number:\s*(\d+)", text) or re.search(
+        r"gpu_ids\s*=\s*range\(\s*0\s*,\s*(\d+)\s*\)", text.replace("\\n", "\n"))  # fmt: skip
+    return int(found.group(1)) if found else None
 
 
 def _parse_json(lines: list[str], source: str) -> tuple[ZooLog, _Lines]:
