@@ -23,7 +23,16 @@ KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
 
 
 def parse_value(text: str) -> Any:
-    return yaml.safe_load(text.strip())
+    """A value as YAML reads it, and a number written as Python writes it: YAML 1.1 reads
+    `1e-05` (no dot) as a string, and a sweep's space comes back from vidtempo_sweep.json as
+    Python wrote its numbers."""
+    value = yaml.safe_load(text.strip())
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def parse_spec(key: str, spec: str) -> tuple[str, list]:
