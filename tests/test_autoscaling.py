@@ -216,3 +216,18 @@ def test_decode_tasks_run_only_on_decode_nodes(cold_cluster, synthetic_data, mlf
     assert decoders and where <= decoders and not where & workers, (where, decoders, workers)
     # bytes of one uint8 clip, the unit that crosses the network to the trainers
     assert res["metrics"]["clip_bytes"] == 8 * 3 * 32 * 32
+
+
+def test_nodes_are_counted_by_the_type_whose_resources_they_carry():
+    """The worker nodes of each type come from Ray's node table (current), matched on the
+    resources a type declares; the head and nodes of no declared type are told apart."""
+    from vidtempo.capacity import alive_by_type
+
+    specs = {"trainer": {"CPU": 2.0}, "cpu-decode": {"CPU": 1.0, "decode": 1000.0}}
+    alive = ({"CPU": 0.0, "node:__internal_head__": 1.0, "memory": 1e9},
+             {"CPU": 2.0, "memory": 4e9, "node:127.0.0.1": 1.0},
+             {"CPU": 1.0, "decode": 1000.0, "memory": 2e9},
+             {"CPU": 2.0, "object_store_memory": 1e9},
+             {"CPU": 8.0})  # fmt: skip
+    counts, unmatched = alive_by_type(specs, alive)
+    assert counts == {"trainer": 2, "cpu-decode": 1} and unmatched == 1

@@ -435,3 +435,13 @@ def test_the_sweeps_plot_and_best_trial_in_the_mlflow_ui(killed_sweep, page_text
     finally:
         ui.send_signal(signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_a_space_comes_back_from_the_sweeps_saved_plan_with_its_numbers():
+    """The plan is saved as spec strings (vidtempo_sweep.json); `1e-05` must read back as a
+    number, which YAML 1.1 alone does not do (the rehearsal's resumed sweep failed on it)."""
+    space = S.parse(["optim.lr=grid:0.005,0.00001", "model.shift_div=choice:2,4",
+                     "optim.weight_decay=loguniform:1e-5:1e-3"])  # fmt: skip
+    back = Plan(space=S.describe(space)).parsed()
+    assert back == space and back["optim.lr"][1] == [0.005, 1e-05]
+    assert S.parse_value("prob") == "prob" and S.parse_value("4") == 4
