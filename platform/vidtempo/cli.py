@@ -816,6 +816,8 @@ def add_bench_tune(bsub) -> None:
                     help="the target: this share of the grid's best (default 0.98)")
     bu.add_argument("--searchers", nargs="+", default=["grid", "random+asha", "tpe+asha"],
                     choices=["grid", "random+asha", "tpe+asha"], help="a subset (grid first)")
+    bu.add_argument("--rank-on", choices=["val", "holdout"], default="val",
+                    help="the split every sweep ranks on (default val: 384 videos here)")
     bu.add_argument("--json", default=None, help="also write the result as JSON here")
     bu.set_defaults(func=cmd_bench)
 
