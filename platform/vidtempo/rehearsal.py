@@ -731,10 +731,20 @@ def asha_rungs(sweep_dir: str) -> dict[str, list[str]]:
     """ASHA's rungs as the sweep saved them: milestone → the trials recorded there."""
     import pickle
 
-    raw = storage_read(f"{sweep_dir}/asha_state.pkl")
-    if not raw:
-        return {}
-    state = pickle.loads(raw)
+    for _ in range(10):
+        raw = storage_read(f"{sweep_dir}/asha_state.pkl")
+        if not raw:
+            return {}
+        try:
+            state = pickle.loads(raw)
+            break
+        except (pickle.UnpicklingError, EOFError):
+            # read while the sweep replaced it: a reader of an object store takes the size of one
+            # version and the bytes of the next (the CI run of 2026-12-06: "pickle data was
+            # truncated"); each write is whole, so the next read is
+            time.sleep(0.5)
+    else:
+        raise RuntimeError(f"{sweep_dir}/asha_state.pkl did not unpickle in 10 reads")
     return {str(milestone): sorted(recorded) for bracket in state["_brackets"]
             for milestone, recorded in bracket._rungs}  # fmt: skip
 
