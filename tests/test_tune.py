@@ -397,6 +397,20 @@ def test_a_tpe_sweep_killed_with_sigkill_resumes_and_its_final_run_is_the_report
     assert json.loads(final["tags"]["vidtempo.config_diff"]) == json.loads(
         best[0]["tags"]["vidtempo.trial_params"])  # fmt: skip
     assert [r["run"] for r in zoo_compare.collect(uri, "sweeps")] == ["sw-final"]
+    # a zoo training log imported beside this real training run: the same keys at the same steps
+    # (step = epoch), so MLflow's charts overlay them (issue 37)
+    from vidtempo.report import zoo_log
+    from vidtempo.tracking import record
+
+    lines = [json.dumps({"mode": mode, "epoch": e, "iter": 20, "lr": 0.01, "loss": 2.0 - e / 10,
+                         "top1_acc": e / 10, "top5_acc": e / 5, "mean_class_accuracy": e / 12})
+             for e in (1, 2) for mode in ("train", "val")]  # fmt: skip
+    log = zoo_log.parse("\n".join(lines), "20200729_034132.log.json")
+    zoo_run, _ = record.zoo_log(uri, "sweeps", "tin_r50_1x1x8_40e_sthv1_rgb", log, log.sha256, {})
+    for key in ("epoch", "loss", "lr", "val/top1", "val/top5", "val/mean_class_acc"):
+        ours = [m.step for m in client.get_metric_history(final["run_id"], key)]
+        theirs = [m.step for m in client.get_metric_history(zoo_run, key)]
+        assert ours and set(ours) <= set(theirs) == {1, 2}, (key, ours, theirs)
     # the table again, from MLflow
     png = killed_sweep["tmp"] / "sweep.png"
     shown = subprocess.run([killed_sweep["vidtempo"], "tune", "--report", "sw", "--mlflow-uri",

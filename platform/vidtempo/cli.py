@@ -804,7 +804,7 @@ def add_bench_tune(bsub) -> None:
     bu.add_argument("--reduction-factor", type=int, default=3,
                     help="ASHA keeps 1/rf of the trials at each rung (default 3)")
     bu.add_argument("--space", action="append", default=None, metavar="KEY=grid:A,B",
-                    help="the space (default: lr 0.0025/0.005/0.01/0.02 × shift_div 2/4/8)")
+                    help="the space (default: lr 0.00375 … 0.12, ×2 steps × shift_div 2/4)")
     bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override of the base recipe tin_r18_synthetic (after the "
                     "bench's own schedule.warmup_epochs=0 train.min_steps=null)")

@@ -21,7 +21,9 @@ from vidtempo.machine import cpu_name
 from vidtempo.tune import space as S
 from vidtempo.tune.sweep import Plan, sweep
 
-SPACE = ["optim.lr=grid:0.0025,0.005,0.01,0.02", "model.shift_div=grid:2,4,8"]
+# 12 points around the synthetic recipe's lr 0.03; shift_div 8 no longer fits its width-16 TIN
+# (16 / 8 channels are not a multiple of TIN's 4 groups)
+SPACE = ["optim.lr=grid:0.00375,0.0075,0.015,0.03,0.06,0.12", "model.shift_div=grid:2,4"]
 # no warmup epoch: at 0.1x lr every trial sits at chance after it, and ASHA's first rung would
 # compare noise (BENCHMARKS.md, runs 1 and 2); one pass over the data per epoch, so that a
 # trial-epoch is the unit of compute the comparison counts (the recipe's train.min_steps would
