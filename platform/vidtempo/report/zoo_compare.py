@@ -169,12 +169,7 @@ def chart(rows: list[dict], path: str | Path, experiment: str) -> Path:
         ax.set_xlim(0, 100)
         ax.set_xlabel("top-1 (%)")
         ax.set_title(zoo, fontsize=9)
-    fig.suptitle(f"vidtempo vs the model zoo — experiment {experiment}", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, f"vidtempo vs the model zoo — experiment {experiment}", path)
 
 
 # ---- the curves: ours against the zoo's training log (`vidtempo zoo import-log`) -------------
@@ -273,7 +268,14 @@ def curves_chart(found: list[dict], path: str | Path, experiment: str) -> Path:
         ax.set_title(zoo, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"val/top1 along the schedule — experiment {experiment}", fontsize=10)
+    return _save(fig, f"val/top1 along the schedule — experiment {experiment}", path)
+
+
+def _save(fig, title: str, path: str | Path) -> Path:
+    """A report figure: its title, laid out, written as a PNG, closed."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

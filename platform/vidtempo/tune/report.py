@@ -132,7 +132,7 @@ def table(rows: list[dict], metric: str) -> str:
     head = ["trial", *keys, "lr.effective", f"best {metric}", "epochs", "minutes", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["trial"], *(_fmt(r["params"].get(k)) for k in keys), f"{r['lr.effective']:.4g}",
+        cells = [r["trial"], *(fmt(r["params"].get(k)) for k in keys), f"{r['lr.effective']:.4g}",
                  f"{r['best']:.2f}", str(r["epochs"]), f"{r.get('minutes', float('nan')):.1f}",
                  r["status"] + (" ← best" if r.get("is_best") else "")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -168,7 +168,8 @@ def scaling(rows: list[dict], metric: str, mode: str) -> list[str]:
     return lines
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
+    """A searched value as the tables and the trial lines show it."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 

@@ -186,7 +186,7 @@ class TrialEvents(tune.Callback):
         print(f"[{self.sweep_name}] trial {trial.trial_id} {text}", flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        values = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(trial.config.items()))
+        values = " ".join(f"{k}={report.fmt(v)}" for k, v in sorted(trial.config.items()))
         self._say(trial, f"started: {values}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -295,7 +295,8 @@ def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: st
     except BaseException:
         record.end_run(uri, parent, "KILLED")
         raise
-    out = finish(results, base, plan, metric, name, uri, parent, sweep_dir)
+    state = {"parent_run_id": parent, "plan": asdict(plan), "base": config.to_dict(base)}
+    out = finish(results, base, plan, metric, name, uri, sweep_dir, state)
     return {**out, "plan": plan, "budget": costs, "metric": metric}
 
 
@@ -394,11 +395,11 @@ def make_tuner(fn, base: Config, plan: Plan, metric: str, sched, name: str, root
     )
 
 
-def finish(results, base: Config, plan: Plan, metric: str, name: str, uri: str, parent: str,
-           sweep_dir: str) -> dict:  # fmt: skip
+def finish(results, base: Config, plan: Plan, metric: str, name: str, uri: str, sweep_dir: str,
+           state: dict) -> dict:  # fmt: skip
     """The trial table, the best trial (tagged, and named on the parent) and its config (beside
     the sweep and in MLflow), the plot over the searched values."""
-    mode = base.eval.mode
+    mode, parent = base.eval.mode, state["parent_run_id"]
     rows = summarize(results, base, metric, mode, name, uri)
     timeline, seen = [], set()
     for r in rows:
@@ -419,7 +420,6 @@ def finish(results, base: Config, plan: Plan, metric: str, name: str, uri: str, 
         storage.write_bytes(path, best_yaml.encode())
         if best_row["mlflow_run_id"]:
             record.best_trial(uri, parent, best_row["mlflow_run_id"], best_row["trial"])
-        state = json.loads(storage.read_bytes(storage.join(sweep_dir, "vidtempo_sweep.json")))
         write_state(sweep_dir, {**state, "best_params": best_row["params"]})
     figure = report.plot(rows, plan.space, metric,
                          f"{name}: best {metric} per trial ({plan.search}, {plan.scheduler})")  # fmt: skip
@@ -461,9 +461,6 @@ def _trial_id(result) -> str:
     return str((result.metrics or {}).get("trial_id", ""))
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
 
 def final(base: Config, data_dir: str | Path, name: str, imagenet: str | None = None) -> dict:
     """The number a sweep reports: its best trial's values on this recipe, trained on all of
@@ -480,6 +477,6 @@ def final(base: Config, data_dir: str | Path, name: str, imagenet: str | None = 
     tags = {"vidtempo.sweep": name, "vidtempo.kind": "sweep-final",
             "vidtempo.sweep_parent_run_id": state["parent_run_id"],
             "vidtempo.config_diff": json.dumps(state["best_params"])}  # fmt: skip
-    values = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(state["best_params"].items()))
+    values = " ".join(f"{k}={report.fmt(v)}" for k, v in sorted(state["best_params"].items()))
     print(f"[{name}] final run {name}-final: {values} on all of train/, tested on val/", flush=True)
     return fit(cfg, data_dir, name=f"{name}-final", imagenet=imagenet, tags=tags)
