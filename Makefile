@@ -51,13 +51,13 @@ demo: install
 # head in token mode whose autoscaler adds nodes on demand (minutes on 2 cores; files under
 # rehearsal/)
 cluster-rehearsal: install
-	$(BIN)/python -m vidtempo.rehearsal --workdir rehearsal
+	$(BIN)/python -m vidtempo.tooling.rehearsal --workdir rehearsal
 
 bench: install
 	$(BIN)/vidtempo bench op
 
 gpu-check:
-	PYTHONPATH=$(CURDIR)/platform $(GPU_PYTHON) -m vidtempo.gpu_check --out $(OUT)
+	PYTHONPATH=$(CURDIR)/platform $(GPU_PYTHON) -m vidtempo.tooling.gpu_check --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build platform/vidtempo/*.so platform/*.egg-info

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from vidtempo.machine import free_port
-from vidtempo.rehearsal import RayNode as RayHead  # noqa: F401 - the tests' `ray start --head`
-from vidtempo.rehearsal import S3Server, start_mlflow_server, stop_process_group
+from vidtempo.tooling.servers import RayNode as RayHead  # noqa: F401 - the tests' `ray start --head`
+from vidtempo.tooling.servers import S3Server, start_mlflow_server, stop_process_group
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # as vidtempo's local instances (Ray's default)
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")

@@ -1,5 +1,5 @@
 """The pre-flight on a cluster that autoscales from zero: Ray's own autoscaler on a head started
-with `--autoscaling-config` (vidtempo.rehearsal.AutoscalingHead: a head with no CPUs, alone, and
+with `--autoscaling-config` (vidtempo.tooling.servers.AutoscalingHead: a head with no CPUs, alone, and
 cluster.yaml's worker types at min_workers 0, launched as raylets on this machine by Ray's fake
 multi-node provider). A run the cluster can never hold fails at once with the numbers and nothing
 written; one it can hold once nodes come asks for them and waits, saying so; a deadline ends the
@@ -32,7 +32,7 @@ def cold_cluster(mlflow_server, tmp_path_factory):
     """The head alone; this process its driver (as `ray job submit`'s driver on the head)."""
     import ray
 
-    from vidtempo.rehearsal import AutoscalingHead
+    from vidtempo.tooling.servers import AutoscalingHead
 
     if ray.is_initialized():  # the suite's single-node instance; conftest restarts it later
         ray.shutdown()

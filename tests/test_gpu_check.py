@@ -1,4 +1,4 @@
-"""`make gpu-check` (vidtempo.gpu_check) on a machine without a GPU: the CPU half, with the
+"""`make gpu-check` (vidtempo.tooling.gpu_check) on a machine without a GPU: the CPU half, with the
 imports the GPU machine lacks (Ray, MLflow, decord, PyAV) made to fail."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.meta_path.insert(0, Block())
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU machine runs the whole check")
 @pytest.mark.skipif(bool(os.environ.get("VIDTEMPO_GPU_CHECK")), reason="inside a gpu check")
 def test_gpu_check_runs_its_cpu_half_without_ray_mlflow_decord_or_pyav(tmp_path):
-    """`python -m vidtempo.gpu_check` as on the GPU machine — the machine's own torch, no Ray,
+    """`python -m vidtempo.tooling.gpu_check` as on the GPU machine — the machine's own torch, no Ray,
     MLflow, decord or PyAV (their imports fail here) — says there is no GPU, builds the CPU
     kernel, runs the op's CPU tests and the CPU op bench, writes its report and exits 0."""
     import json
@@ -47,7 +47,7 @@ def test_gpu_check_runs_its_cpu_half_without_ray_mlflow_decord_or_pyav(tmp_path)
                            text=True)  # fmt: skip
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr  # the block holds
     out = tmp_path / "report"
-    done = subprocess.run([sys.executable, "-m", "vidtempo.gpu_check", "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "vidtempo.tooling.gpu_check", "--out", str(out),
                            "--op-repeats", "2"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=1200)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -24,8 +24,8 @@ from vidtempo.data import prepare, synthetic
 from vidtempo.data.decode import decode_video
 from vidtempo.data.schema import read_manifest
 from vidtempo.machine import free_port
-from vidtempo.rehearsal import S3Server, start_mlflow_server, stop_process_group
 from vidtempo.storage import StorageError
+from vidtempo.tooling.servers import S3Server, start_mlflow_server, stop_process_group
 from vidtempo.train import checkpoint as ckpt
 
 BIN = Path(sys.executable).parent
@@ -226,9 +226,9 @@ def test_a_run_outlasts_s3_going_silent_and_the_tracking_server_restarting(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
-    """`make cluster-rehearsal`'s steps (vidtempo.rehearsal), on the session's S3 server, on a
+    """`make cluster-rehearsal`'s steps (vidtempo.tooling.rehearsal), on the session's S3 server, on a
     cluster that starts as its head alone and grows and shrinks by Ray's own autoscaler."""
-    from vidtempo.rehearsal import EPOCHS, SWEEP_EPOCHS, rehearse
+    from vidtempo.tooling.rehearsal import EPOCHS, SWEEP_EPOCHS, rehearse
 
     lines: list[str] = []
     results = rehearse(tmp_path / "rehearsal", say=lambda *a, **k: lines.append(" ".join(a)),

@@ -15,30 +15,29 @@ warm-up round):
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from vidtempo import config as C
 from vidtempo.bench import emit
 from vidtempo.data.convert import Options
-from vidtempo.data.decode import decode_jpegs, decode_video
 from vidtempo.data.prepare import prepare_synthetic, prepare_videos
 from vidtempo.data.sampling import sample_indices
 from vidtempo.data.schema import read_manifest, shard_paths
-from vidtempo.data.transform import VideoTransform, row_rng
 from vidtempo.machine import cpu_name
 
 BATCH = 4
 
 
-class ShardDataset(torch.utils.data.Dataset):
-    """Map-style dataset over shard rows; each worker opens the Parquet files itself."""
+class ShardDataset:
+    """Map-style dataset over shard rows (what a torch DataLoader indexes); each worker opens
+    the Parquet files itself."""
 
-    def __init__(self, data_dir: Path, transform: VideoTransform):
+    def __init__(self, data_dir: Path, transform):
         self.paths = shard_paths(data_dir, read_manifest(data_dir))
         self.index = []  # (file, row group, row)
         for f, path in enumerate(self.paths):
@@ -61,6 +60,10 @@ class ShardDataset(torch.utils.data.Dataset):
 
 
 def _dataloader_pass(data_dir, cfg, storage, cpus, epochs) -> int:
+    import torch
+
+    from vidtempo.data.transform import VideoTransform
+
     ds = ShardDataset(data_dir, VideoTransform(cfg.data.train, cfg.data, storage))
     loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=cpus,
                                          persistent_workers=True)  # fmt: skip
@@ -69,6 +72,8 @@ def _dataloader_pass(data_dir, cfg, storage, cpus, epochs) -> int:
 
 def _ray_default_pass(data_dir, cfg, storage, epochs) -> int:
     import ray
+
+    from vidtempo.data.transform import VideoTransform
 
     transform = VideoTransform(cfg.data.train, cfg.data, storage)
     ds = ray.data.read_parquet(shard_paths(data_dir, read_manifest(data_dir))).map_batches(
@@ -88,6 +93,9 @@ def _ray_vidtempo_pass(data_dir, cfg, cpus, epochs) -> int:
 
 def _decode_cost(data_dir, cfg, storage, n=32) -> tuple[float, float]:
     """Seconds per clip: decoding the 8 sampled frames alone, and the whole transform."""
+    from vidtempo.data.decode import decode_jpegs, decode_video
+    from vidtempo.data.transform import VideoTransform, row_rng
+
     table = pq.read_table(shard_paths(data_dir, read_manifest(data_dir))[0]).to_pylist()[:n]
     transform = VideoTransform(cfg.data.train, cfg.data, storage)
     t0 = time.perf_counter()
@@ -119,7 +127,7 @@ def _on_s3(workdir: Path, dirs: dict[str, Path]) -> tuple[object, dict[str, str]
     import os
 
     from vidtempo.data.prepare import upload
-    from vidtempo.rehearsal import S3Server
+    from vidtempo.tooling.servers import S3Server
 
     server = S3Server(workdir)
     os.environ.update(server.env)
@@ -165,6 +173,8 @@ def _measure(dirs, remote, server, cfg, cpus, rounds, epochs) -> list[dict]:
 
 def run(workdir: str | Path, per_class: int = 32, size: int = 128, cpus: int = 2, rounds: int = 2,
         epochs: int = 3, s3: bool = False) -> dict:  # fmt: skip
+    import torch
+
     workdir = Path(workdir)
     if not (workdir / "video" / "train" / "manifest.json").exists():
         prepare_synthetic(workdir / "video", {"train": per_class, "val": 1}, size=size,
@@ -223,7 +233,22 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = "Ray Data pipeline vs a torch DataLoader, clips/s"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="bench/data", help="where the benchmark dataset is made")
+    p.add_argument("--per-class", type=int, default=32, help="synthetic train videos per class")
+    p.add_argument("--size", type=int, default=128, help="synthetic frame size")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3, help="passes over the data per timing")
+    p.add_argument("--s3", action="store_true", help="also stream the shards from a bucket of a "
+                   "local S3 server (moto), timed beside the local copy")  # fmt: skip
+    p.add_argument("--json", default=None)
+
+
+def main(args: argparse.Namespace) -> int:
     result = run(args.workdir, args.per_class, args.size, args.cpus, args.rounds, args.epochs,
                  args.s3)  # fmt: skip
     return emit(result, table(result), args.json)

@@ -1,4 +1,4 @@
-"""The node provider of the rehearsal's autoscaling head (vidtempo.rehearsal.AutoscalingHead),
+"""The node provider of the rehearsal's autoscaling head (vidtempo.tooling.servers.AutoscalingHead),
 imported by Ray's autoscaler monitor on that head — its own module, so that importing the
 rehearsal does not import Ray (a process's Ray reads RAY_AUTH_MODE once, when it is imported).
 """

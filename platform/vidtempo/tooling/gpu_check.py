@@ -1,6 +1,6 @@
 """`make gpu-check OUT=DIR`: everything vidtempo runs on a GPU, checked in one command.
 
-    python -m vidtempo.gpu_check --out DIR        (PYTHONPATH=platform, the machine's own torch)
+    python -m vidtempo.tooling.gpu_check --out DIR        (PYTHONPATH=platform, the machine's own torch)
 
 1. build `vidtempo._C` against this machine's torch, with the CUDA kernel for this GPU's
    architecture (sm_90 on an H100/H200), into DIR/build — the checkout's own build is untouched;
@@ -31,7 +31,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: platform/vidtempo/gpu_check.py
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: platform/vidtempo/tooling/gpu_check.py
 GOALS = {"kernels_vs_copy": 0.70, "tin_clips_per_s": 500.0, "tin_vs_tsm_max_slowdown": 0.15}
 TRAIN_MODELS = ["TSN", "TSM", "TIN", "TANet", "TPN-TSM"]
 
@@ -206,7 +206,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidtempo.gpu_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m vidtempo.tooling.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for the report, logs and the build")
     p.add_argument("--op-repeats", type=int, default=20)
     p.add_argument("--train-repeats", type=int, default=5)
