@@ -20,7 +20,9 @@ from vidtempo.config import ConfigError
 from vidtempo.data import pipeline
 from vidtempo.data.schema import DataError
 from vidtempo.train import checkpoint as ckpt
-from vidtempo.train.loop import epoch_batches, masked_cross_entropy, train_loop_per_worker
+from vidtempo.data.batches import epoch_batches
+from vidtempo.train.step import masked_cross_entropy
+from vidtempo.train.worker import train_loop_per_worker
 from vidtempo.train.optim import build_optimizer, param_groups
 from vidtempo.train.schedule import lr_at
 
@@ -269,7 +271,7 @@ def test_load_from_tsm_fills_tin_block_conv1(tmp_path):
 
 
 def test_missing_data_and_wrong_classes_fail_before_training(tmp_path, synthetic_data):
-    from vidtempo.preflight import check_data
+    from vidtempo.data.schema import check_data
 
     cfg = config.load("tin_r18_synthetic")
     with pytest.raises(DataError, match="has no 'train' folder"):
@@ -289,18 +291,18 @@ def tiny(tmp_path, *extra):
         f"run.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.experiment=test", *extra])  # fmt: skip
 
 
-def flaky_loop(job: dict) -> None:
+def flaky_loop(job) -> None:
     """The real loop; on its first attempt, worker 1 raises in the middle of epoch 2 (at a
     fixed step of its batch stream, so that the failure lands there however fast the steps
     run: the workers' gradients are all-reduced every step, so rank 0 has then written its
     progress after epoch 1)."""
     import ray.train
 
-    from vidtempo.train import loop
+    from vidtempo.data import batches
 
-    real = loop.epoch_batches
+    real = batches.epoch_batches
     if ray.train.get_context().get_world_rank() == 1 and ray.train.get_checkpoint() is None:
-        at = job["steps_per_epoch"] + max(1, job["steps_per_epoch"] // 2)
+        at = job.steps_per_epoch + max(1, job.steps_per_epoch // 2)
 
         def failing(*args, **kwargs):
             for i, batch in enumerate(real(*args, **kwargs)):
@@ -308,11 +310,11 @@ def flaky_loop(job: dict) -> None:
                     raise RuntimeError("injected: worker 1 fails in the middle of epoch 2")
                 yield batch
 
-        loop.epoch_batches = failing
+        batches.epoch_batches = failing
     try:
         train_loop_per_worker(job)
     finally:
-        loop.epoch_batches = real
+        batches.epoch_batches = real
 
 
 def _register_by_value():
@@ -433,13 +435,13 @@ def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data
         fit(config.override(cfg, {"optim.lr": 0.5}), synthetic_data, name="again")
 
 
-def no_worker_may_start(job: dict) -> None:
+def no_worker_may_start(job) -> None:
     raise AssertionError("a finished run started its workers again")
 
 
 @pytest.mark.ray
 def test_too_many_workers_fail_fast(ray_session, synthetic_data, tmp_path):
-    from vidtempo.preflight import ResourceError
+    from vidtempo.capacity import ResourceError
     from vidtempo.train.run import fit
 
     cfg = tiny(tmp_path, "run.num_workers=8")
@@ -526,3 +528,13 @@ def test_the_demo_verdict_keeps_its_wording_and_its_table_its_columns():
     assert demo.offsets_column(moved) == "moved (layer2 0.50→1.31)"
     assert demo.offsets_column({"tin/offset_abs/layer1": 0.52}) == "did not move (layer1 0.50→0.52)"
     assert demo.offsets_column({"loss": 1.0}) == "-"
+
+
+def test_a_model_that_cannot_be_built_is_refused_before_anything_is_written(synthetic_data, tmp_path):
+    """models.check runs in fit before Ray, storage or MLflow: TIN at width 16 with shift_div 8
+    interlaces 2 channels, which its 4 offset groups cannot split."""
+    from vidtempo.train.run import fit
+
+    with pytest.raises(ConfigError, match="model.shift_div=8: TIN needs"):
+        fit(tiny(tmp_path, "model.shift_div=8"), synthetic_data, name="bad")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()

@@ -19,6 +19,7 @@ The demo's clips/s over the bare loop's is the number the README's first impress
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import statistics
@@ -28,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vidtempo import config as C
 from vidtempo.bench import emit
@@ -86,23 +86,21 @@ def _input_parts(cfg, rows: list[dict], storage: str) -> tuple[float, float, np.
     return decode_s / len(rows), augment_s / len(rows), np.stack(clips)
 
 
-def train_step(model, wrapped, opt, x: torch.Tensor, y: torch.Tensor, cfg) -> None:
-    """One step as the training loop takes it: forward (through DDP when `wrapped` is), loss,
-    backward, the recipe's gradient clipping, SGD."""
-    from vidtempo.train.step import masked_cross_entropy
+def _step(model, wrapped, opt, x, y, cfg) -> None:
+    """The training loop's step (train/step.py), on clips that all decoded."""
+    import torch
 
-    scores, aux = wrapped(x, y)
-    loss = masked_cross_entropy(scores, y, torch.ones(len(y), dtype=torch.bool)) + aux
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.optim.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-    opt.step()
+    from vidtempo.train.step import train_step
+
+    ok = torch.ones(len(y), dtype=torch.bool)
+    train_step(wrapped, opt, x, y, ok, cfg.optim.grad_clip, model.parameters())
 
 
 def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
     """Seconds of one training step (batch clips), of one eval forward per clip, and of one
     checkpoint + metrics report, on this thread."""
+    import torch
+
     from vidtempo import models
     from vidtempo.tracking import record, store
     from vidtempo.train import checkpoint as ckpt
@@ -116,7 +114,7 @@ def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
     x = normalise(clips[:batch], mean, std, torch.device("cpu"))
     y = torch.arange(batch) % cfg.model.num_classes
 
-    step_s = _median_s(lambda: train_step(model, model, opt, x, y, cfg), repeats=15, warmup=3)
+    step_s = _median_s(lambda: _step(model, model, opt, x, y, cfg), repeats=15, warmup=3)
     model.eval()
     with torch.no_grad():
         forward_s = _median_s(lambda: model(x), repeats=10) / batch
@@ -140,6 +138,7 @@ def _model_parts(cfg, clips: np.ndarray, batch: int) -> dict[str, float]:
 
 def _bare_worker(rank: int, world: int, port: int, name: str, clips_path: str, steps: int,
                  batch: int) -> None:  # fmt: skip
+    import torch
     import torch.distributed as dist
 
     from vidtempo import models
@@ -165,7 +164,7 @@ def _bare_worker(rank: int, world: int, port: int, name: str, clips_path: str, s
             t = time.perf_counter()
         j = (i * world + rank) % n
         x = normalise(clips[j * batch:(j + 1) * batch], mean, std, torch.device("cpu"))
-        train_step(model, ddp, opt, x, torch.arange(batch) % cfg.model.num_classes, cfg)
+        _step(model, ddp, opt, x, torch.arange(batch) % cfg.model.num_classes, cfg)
     dist.barrier()
     Path(clips_path).with_name(f"seconds{rank}").write_text(str(time.perf_counter() - t))
     dist.destroy_process_group()
@@ -284,9 +283,11 @@ def _demo_run(cfg, data: Path, workdir: Path) -> dict:
 
 
 def run(workdir: str | Path, epochs: int = 3, clips: int = 64, only: list[str] | None = None) -> dict:
+    import torch
+
     from vidtempo import demo
     from vidtempo.data.schema import read_manifest
-    from vidtempo.preflight import ensure_ray
+    from vidtempo.ray_session import ensure_ray
 
     workdir = Path(workdir).resolve()
     data = demo.prepare(workdir)
@@ -355,6 +356,17 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = ("where `make demo`'s time goes: decode, augment, steps, validation, checkpoints, "
+        "Ray's processes; against a bare loop")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="bench/demo", help="where the demo's data and runs go")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each demo run (default 3)")
+    p.add_argument("--only", nargs="+", default=None, choices=list(MODELS), help="a subset")
+    p.add_argument("--json", default=None, help="also write the result as JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
     r = run(args.workdir, epochs=args.epochs, only=args.only)
     return emit(r, table(r), args.json)

@@ -7,15 +7,12 @@ channels of the block input, as 4 groups, at the block's input resolution, for a
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
-
-import torch
 
 from vidtempo.bench import emit
 from vidtempo.bench.timing import compare, cuda_graph_seconds
 from vidtempo.machine import cpu_name
-from vidtempo.ops import native
-from vidtempo.ops.reference import tin_shift_reference
 
 # (conv1 input channels, input side) of the 16 Bottlenecks of ResNet-50 at 224² (models.md §0.1)
 TIN_R50_BLOCKS = (
@@ -51,6 +48,8 @@ def _copies(x, grad):
 
 def _kernels_and_copy(x, grad, shift, device: str, repeats: int) -> tuple[float, float]:
     """Seconds of tin_shift + tin_shift_backward, and of one same-shape device copy."""
+    import torch
+
     out = torch.empty_like(x)
 
     def kernels():
@@ -76,6 +75,11 @@ def run(
     repeats: int = 20,
     threads: int | None = None,
 ) -> dict:
+    import torch
+
+    from vidtempo.ops import native
+    from vidtempo.ops.reference import tin_shift_reference
+
     if native.load() is None:
         raise SystemExit(f"cannot benchmark the native op: {native.why_not()}")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -175,6 +179,20 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = "tin_shift fwd+bwd: native kernel vs pure-PyTorch reference"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32",
+                   choices=["float32", "float16", "bfloat16", "float64"])  # fmt: skip
+    p.add_argument("--videos", type=int, default=8, help="videos per batch (N)")
+    p.add_argument("--frames", type=int, default=8, help="frames per video (T)")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds per shape")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def main(args: argparse.Namespace) -> int:
     result = run(args.device, args.dtype, args.videos, args.frames, args.repeats, args.threads)
     return emit(result, table(result), args.json)

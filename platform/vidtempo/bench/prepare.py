@@ -11,6 +11,7 @@ once, to validate it):
 
 from __future__ import annotations
 
+import argparse
 import io
 import time
 from pathlib import Path
@@ -135,6 +136,19 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = ("videos/s of `prepare`: local process pool vs Ray tasks, and the K400 / sthv1 "
+        "conversion on N decode nodes")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="bench/prepare", help="where the inputs are made")
+    p.add_argument("--videos", type=int, default=32, help="inputs of each kind")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--per-shard", type=int, default=8, help="videos per shard (per Ray task)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--json", default=None)
+
+
+def main(args: argparse.Namespace) -> int:
     result = run(args.workdir, args.videos, args.cpus, args.per_shard, args.rounds)
     return emit(result, table(result), args.json)

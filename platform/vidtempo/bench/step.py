@@ -1,7 +1,7 @@
 """`vidtempo bench step`: one training step of the synthetic recipes' models at the demo's
 shapes, in this process on one thread, as ratios to TSN's step measured in the same run.
 
-The step is the training loop's (bench.demo's `train_step`: forward, loss, backward, the
+The step is the training loop's (train/step.py's `train_step`: forward, loss, backward, the
 recipe's gradient clipping, its SGD), on random clips of the demo's batch (8 clips × 8 frames ×
 32², one worker's share). The models take turns: `--rounds` rounds of `--repeats` steps each,
 after `--warmup` steps; a model's time is the best of its rounds' medians, so that a burst of
@@ -13,10 +13,9 @@ may come from rounds of different speeds, and that ratio with them.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
-
-import torch
 
 from vidtempo import config as C
 from vidtempo.bench import emit
@@ -28,9 +27,11 @@ SIZE = 32  # the recipes' crop
 
 
 def _step_fn(name: str, batch: int):
+    import torch
+
     from vidtempo import models
-    from vidtempo.bench.demo import train_step
     from vidtempo.train.optim import build_optimizer
+    from vidtempo.train.step import train_step
 
     cfg = C.load(name)
     torch.manual_seed(0)
@@ -38,11 +39,14 @@ def _step_fn(name: str, batch: int):
     opt = build_optimizer(model, cfg.optim, cfg.effective_lr)
     x = torch.randn(batch, cfg.model.num_segments, 3, SIZE, SIZE)
     y = torch.arange(batch) % cfg.model.num_classes
-    return lambda: train_step(model, model, opt, x, y, cfg)
+    ok = torch.ones(batch, dtype=torch.bool)
+    return lambda: train_step(model, opt, x, y, ok, cfg.optim.grad_clip, model.parameters())
 
 
 def run(batch: int = 8, rounds: int = 3, repeats: int = 15, warmup: int = 3,
         only: list[str] | None = None) -> dict:  # fmt: skip
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -90,6 +94,19 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = ("the synthetic recipes' training step at the demo's shapes, one thread: TSM, TIN, "
+        "TANet vs TSN")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=8, help="clips per step (default 8, the demo's)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds the models take turns in")
+    p.add_argument("--repeats", type=int, default=15, help="steps per model and round")
+    p.add_argument("--only", nargs="+", default=None, choices=list(RECIPES),
+                   help="a subset (TSN is always timed: the ratios are to it)")
+    p.add_argument("--json", default=None, help="also write the result as JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
     result = run(args.batch, args.rounds, args.repeats, only=args.only)
     return emit(result, table(result), args.json)

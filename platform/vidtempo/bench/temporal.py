@@ -16,6 +16,7 @@ experiment `bench-temporal` (TPN's auxiliary head and levels among its metrics).
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -128,6 +129,22 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = ("TSN/TSM/TIN/TANet/TPN-TSM on the synthetic temporal set with its tempo classes "
+        "over several seeds: accuracy on the order pairs, the tempo pair, the varied-speed "
+        "order pair and the appearance classes")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="bench/temporal", help="where the data and runs go")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="run.seed values")
+    p.add_argument("--only", nargs="+", default=None, choices=list(RECIPES), help="a subset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of every recipe, e.g. --set train.epochs=8")
+    p.add_argument("--json", default=None, help="also write the result as JSON here")
+    p.add_argument("--verbose", action="store_true", help="also print Ray Train's and Ray "
+                   "Data's INFO lines (or set VIDTEMPO_VERBOSE=1)")  # fmt: skip
+
+
+def main(args: argparse.Namespace) -> int:
     result = run(args.workdir, tuple(args.seeds), args.only, args.overrides)
     return emit(result, table(result), args.json)

@@ -6,11 +6,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-import torch
-
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize()
 
 
@@ -45,6 +45,8 @@ def cuda_graph_seconds(candidates: dict[str, Callable[[], object]], inner: int =
     `inner` calls are captured into one CUDA graph and replayed, timed by CUDA events, the
     candidates round-robin. For kernels of a few microseconds, where Python and the launch
     would otherwise be what is measured."""
+    import torch
+
     graphs = {}
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

@@ -5,20 +5,23 @@ a GPU). Ratios are to TSN measured in the same run."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import argparse
 
 from vidtempo import config as C
-from vidtempo import models as M
 from vidtempo.bench import emit
 from vidtempo.bench.models import CANDIDATES
 from vidtempo.bench.timing import compare
 from vidtempo.machine import cpu_name
-from vidtempo.train.optim import build_optimizer
-from vidtempo.train.step import masked_cross_entropy, norm_tensors, normalise
 
 
 def _step(cfg, device, clips, size, frames, bf16):
+    import numpy as np
+    import torch
+
+    from vidtempo import models as M
+    from vidtempo.train.optim import build_optimizer
+    from vidtempo.train.step import norm_tensors, normalise, train_step
+
     model = M.build(cfg).to(device).train()
     cuda = device.type == "cuda"
     if cuda:
@@ -36,14 +39,8 @@ def _step(cfg, device, clips, size, frames, bf16):
 
     def run():
         x = normalise(inputs, mean, std, device, channels_last=cuda)
-        with torch.autocast(device.type, torch.bfloat16, enabled=cuda and bf16):
-            scores, aux = model(x, labels)
-        loss = masked_cross_entropy(scores.float(), labels, ok) + aux.float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
+        train_step(model, opt, x, labels, ok, cfg.optim.grad_clip, model.parameters(),
+                   bf16=cuda and bf16)  # fmt: skip
         if cuda:
             torch.cuda.synchronize()
 
@@ -52,6 +49,8 @@ def _step(cfg, device, clips, size, frames, bf16):
 
 def run(device: str | None = None, size: int = 224, frames: int = 8, clips: int | None = None,
         repeats: int = 3, only=None, bf16: bool = True) -> dict:  # fmt: skip
+    import torch
+
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     clips = clips or (16 if dev.type == "cuda" else 2)
     torch.manual_seed(0)
@@ -102,7 +101,21 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = "clips/s of a full training step (SGD, clip) per model"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--clips", type=int, default=None, help="clips per step (cpu 2, cuda 16)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--only", nargs="+", default=None, help="a subset, e.g. --only TSN TIN")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 on the GPU")
+    p.add_argument("--json", default=None)
+
+
+def main(args: argparse.Namespace) -> int:
     result = run(args.device, args.size, args.frames, args.clips, args.repeats, args.only,
                  args.bf16)  # fmt: skip
     return emit(result, table(result), args.json)

@@ -11,15 +11,14 @@ good trial, and 384 videos are a steadier yardstick than the held-out 10% of thi
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from vidtempo import config as C
 from vidtempo.bench import emit
-from vidtempo.demo import prepare
 from vidtempo.machine import cpu_name
 from vidtempo.tune import space as S
-from vidtempo.tune.sweep import Plan, sweep
 
 # 12 points around the synthetic recipe's lr 0.03; shift_div 8 no longer fits its width-16 TIN
 # (16 / 8 channels are not a multiple of TIN's 4 groups)
@@ -56,6 +55,9 @@ def run(workdir: str, epochs: int = 12, grace: int = 2, reduction: int = 3,
         space: list[str] | None = None, overrides: list[str] | None = None,
         seeds: tuple[int, ...] = (0, 1), samples: int | None = None, within: float = 0.98,
         searchers: tuple[str, ...] = SEARCHERS, rank_on: str = "val") -> dict:  # fmt: skip
+    from vidtempo.demo import prepare
+    from vidtempo.tune.sweep import Plan, sweep
+
     data = prepare(Path(workdir).resolve(), VIDEOS_PER_CLASS)
     stamp = time.strftime("%H%M%S")
     space = space or SPACE
@@ -113,7 +115,36 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = ("the full grid vs random + ASHA vs TPE + ASHA on the synthetic dataset: "
+        "trial-epochs to 98%% of the grid's best")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="bench/tune", help="where the synthetic data is made")
+    p.add_argument("--epochs", type=int, default=12, help="per trial (default 12)")
+    p.add_argument("--grace-period", type=int, default=2,
+                   help="ASHA's first rung, in epochs (default 2)")
+    p.add_argument("--reduction-factor", type=int, default=3,
+                   help="ASHA keeps 1/rf of the trials at each rung (default 3)")
+    p.add_argument("--space", action="append", default=None, metavar="KEY=grid:A,B",
+                   help="the space (default: lr 0.00375 … 0.12, ×2 steps × shift_div 2/4)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the base recipe tin_r18_synthetic (after the "
+                   "bench's own schedule.warmup_epochs=0 train.min_steps=null)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                   help="run.seed of each random and TPE sweep (default 0 1)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="trials of each random and TPE sweep (default: half the grid's)")
+    p.add_argument("--within", type=float, default=0.98,
+                   help="the target: this share of the grid's best (default 0.98)")
+    p.add_argument("--searchers", nargs="+", default=list(SEARCHERS), choices=list(SEARCHERS),
+                   help="a subset (grid first)")
+    p.add_argument("--rank-on", choices=["val", "holdout"], default="val",
+                   help="the split every sweep ranks on (default val: 384 videos here)")
+    p.add_argument("--json", default=None, help="also write the result as JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
     result = run(args.workdir, args.epochs, args.grace_period, args.reduction_factor,
                  args.space, args.overrides, tuple(args.seeds), args.samples, args.within,
                  tuple(args.searchers), args.rank_on)  # fmt: skip

@@ -21,15 +21,16 @@ import ray.train
 import yaml
 from ray.train.torch import TorchTrainer
 
-from vidtempo import config, storage, verbosity
+from vidtempo import config, models, storage, verbosity
 from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
-from vidtempo.data.schema import DataError
-from vidtempo.data.transform import clip_bytes
-from vidtempo.preflight import CPU_WORKER_ENV, before_run, check_data, check_eval_data
+from vidtempo.data.sampling import clip_bytes
+from vidtempo.data.schema import DataError, check_data, check_eval_data
+from vidtempo.preflight import before_run
+from vidtempo.ray_session import CPU_WORKER_ENV
 from vidtempo.tracking import record, store
 from vidtempo.train import checkpoint as ckpt
-from vidtempo.train.loop import eval_loop_per_worker, train_loop_per_worker
+from vidtempo.train.worker import EvalJob, Job, eval_loop_per_worker, train_loop_per_worker
 
 # Ray Train's wait for a worker group's resources before it tries again (its default, and
 # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S when set)
@@ -71,11 +72,10 @@ def scaling(cfg: Config) -> ray.train.ScalingConfig:
     )
 
 
-def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: int,
+def make_dataset(data_dir: str, cfg: Config, split: str, rank: int, world: int,
                  run_dir: str, backend: str = "decord", repeats: int = 1):  # fmt: skip
     """Dataset factory, called by Ray Train each time the workers (re)start: training streams
     from the first epoch after the checkpoint the workers restore."""
-    cfg = config.from_dict(cfg_dict)
     holdout = cfg.data.holdout
     if split == "train":
         start = ckpt.restored_epochs(run_dir)
@@ -87,7 +87,7 @@ def make_dataset(data_dir: str, cfg_dict: dict, split: str, rank: int, world: in
     if holdout:  # validation on the held-out part of train/ (val/ is not read)
         return pipeline.build(storage.join(data_dir, "train"), cfg, "val", backend=backend,
                               rank=rank, world=world, holdout=holdout)  # fmt: skip
-    return make_split_dataset(storage.join(data_dir, "val"), cfg_dict, split, rank, world, backend)
+    return make_split_dataset(storage.join(data_dir, "val"), cfg, split, rank, world, backend)
 
 
 def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
@@ -97,12 +97,14 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
         under: str | None = None) -> dict:  # fmt: skip
     """Train `cfg` on the shards under `data_dir` (train/ and val/), then evaluate its test
     protocol. Returns {"name", "run_dir", "mlflow_uri", "mlflow_run_id", "metrics"}.
-    `train_fn` is the per-worker loop (tests wrap it to inject failures); `callbacks` are Ray
+    `train_fn` is the per-worker loop, called with the run's `Job` (tests wrap it to inject
+    failures); `callbacks` are Ray
     Train callbacks (a Tune sweep passes TuneReportCallback); `quiet`: no progress lines (a
     sweep's trials, whose events the sweep prints), unless verbose; `under`: a folder under the
     storage root the run lives in (a sweep's trials: sweeps/<sweep>/trials)."""
     data_dir = storage.normalize(data_dir)
     check_data(cfg, data_dir)
+    models.check(cfg)
     imagenet = imagenet_weights(cfg, imagenet)
     name = name or cfg.name
     uri = store.resolve_uri(cfg)
@@ -117,18 +119,17 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     run_id = open_run(cfg, name, root, uri, plan, quiet,
                       {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})},
                       parent_run_id)  # fmt: skip
-    job = {"config": config.to_dict(cfg), "name": name, "run_dir": run_dir,
-           "mlflow_uri": uri, "mlflow_run_id": run_id, "steps_per_epoch": plan["steps"],
-           "batch_per_worker": cfg.batch_per_worker, "imagenet": str(imagenet) if imagenet else None,
-           "verbose": verbosity.verbose(), "progress": verbosity.verbose() or not quiet}  # fmt: skip
+    job = Job(cfg=cfg, name=name, run_dir=run_dir, mlflow_uri=uri, mlflow_run_id=run_id,
+              steps_per_epoch=plan["steps"], imagenet=str(imagenet) if imagenet else None,
+              verbose=verbosity.verbose(), progress=verbosity.verbose() or not quiet)  # fmt: skip
     datasets = {
-        f"{split}_{r}": functools.partial(make_dataset, data_dir, job["config"], split, r,
+        f"{split}_{r}": functools.partial(make_dataset, data_dir, cfg, split, r,
                                           cfg.run.num_workers, run_dir, repeats=plan["repeats"])  # fmt: skip
         for split in (("train", "val") if cfg.data.holdout else ("train", "val", "test"))
         for r in range(cfg.run.num_workers)
     }
-    trainer = make_trainer(cfg, train_fn, job, datasets, name, root, callbacks=callbacks,
-                           checkpoints=True)  # fmt: skip
+    trainer = make_trainer(cfg, functools.partial(train_fn, job), datasets, name, root,
+                           callbacks=callbacks, checkpoints=True)  # fmt: skip
     try:
         trainer.fit()
     except BaseException:
@@ -232,7 +233,7 @@ def open_run(cfg: Config, name: str, root: str, uri: str, plan: dict, quiet: boo
     return run_id
 
 
-def make_trainer(cfg: Config, loop, loop_config: dict, datasets: dict, name: str, root: str,
+def make_trainer(cfg: Config, loop, datasets: dict, name: str, root: str,
                  callbacks: list | None = None, checkpoints: bool = False) -> TorchTrainer:  # fmt: skip
     """The one TorchTrainer of `fit` and `evaluate`: the run's workers, its storage, its
     datasets with vidtempo's own data options; with `checkpoints`, run.keep_last of them and
@@ -244,7 +245,6 @@ def make_trainer(cfg: Config, loop, loop_config: dict, datasets: dict, name: str
                 "failure_config": failure_config(cfg)}  # fmt: skip
     return TorchTrainer(
         loop,
-        train_loop_config=loop_config,
         scaling_config=scaling(cfg),
         run_config=ray.train.RunConfig(name=name, storage_path=root,
                                        worker_runtime_env=worker_runtime_env(cfg),
@@ -270,6 +270,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     """Score a checkpoint on the val/ shards under the config's test (or val) protocol, on
     Ray Train workers; scores are merged by video_id across the workers."""
     d = check_eval_data(cfg, storage.normalize(data_dir))
+    models.check(cfg)
     checkpoint = storage.normalize(checkpoint)
     storage.check_reachable(checkpoint, "checkpoint")
     if not storage.exists(checkpoint):
@@ -278,22 +279,20 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     world = cfg.run.num_workers
     split = "test" if protocol == "test" else "val"
     name = f"{cfg.name}-{uuid.uuid4().hex[:8]}"
-    cfg_dict = config.to_dict(cfg)
     datasets = {
-        f"{split}_{r}": functools.partial(make_split_dataset, d, cfg_dict, split, r, world)
+        f"{split}_{r}": functools.partial(make_split_dataset, d, cfg, split, r, world)
         for r in range(world)
     }
-    job = {"config": cfg_dict, "checkpoint": str(checkpoint), "split": split,
-           "batch": cfg.batch_per_worker, "verbose": verbosity.verbose()}  # fmt: skip
-    result = make_trainer(cfg, eval_loop_per_worker, job, datasets, name, root).fit()
+    job = EvalJob(cfg=cfg, checkpoint=str(checkpoint), split=split, verbose=verbosity.verbose())
+    result = make_trainer(cfg, functools.partial(eval_loop_per_worker, job), datasets, name,
+                          root).fit()  # fmt: skip
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     with contextlib.suppress(Exception):
         storage.delete_tree(storage.join(root, name))
     return metrics
 
 
-def make_split_dataset(split_dir: str, cfg_dict: dict, split: str, rank: int, world: int,
+def make_split_dataset(split_dir: str, cfg: Config, split: str, rank: int, world: int,
                        backend: str = "decord"):  # fmt: skip
     """Dataset factory for one evaluation split (val or test protocol) of one rank."""
-    cfg = config.from_dict(cfg_dict)
     return pipeline.build(split_dir, cfg, split, backend=backend, rank=rank, world=world)

@@ -1,12 +1,14 @@
-"""The pieces of a training step that need no Ray: input normalisation on the device and the
-loss over the rows that decoded. The per-worker loop (loop.py) and `vidtempo bench train` (which
-also runs where Ray is not installed, as in `make gpu-check`) share them."""
+"""The training step, without Ray: input normalisation on the device, the loss over the rows that
+decoded, and `train_step` itself. The per-worker loop (loop.py) and every bench that times a step
+(`bench train`, `models`, `step`, `demo`; `bench train` also runs where Ray is not installed, as in
+`make gpu-check`) call this one step."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vidtempo.config import Config
 
@@ -37,3 +39,25 @@ def masked_cross_entropy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.T
     every worker still takes the step, so DDP stays in lock-step)."""
     per_row = F.cross_entropy(scores, labels, reduction="none")
     return (per_row * ok).sum() / ok.sum().clamp(min=1)
+
+
+def train_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, ok: torch.Tensor,
+               grad_clip: float | None, params, bf16: bool = False) -> torch.Tensor:  # fmt: skip
+    """One step: forward (through DDP when `model` is wrapped; bf16 autocast when asked), the
+    loss over the rows that decoded plus the model's auxiliary loss, backward, the recipe's
+    gradient clipping of `params`, the optimiser's step. `optimizer=None`: forward and backward
+    only (the gradients zeroed on `model`), what `bench models` times. Returns the loss, detached
+    (on the device: no sync)."""
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+        scores, aux = model(x, y)
+    loss = masked_cross_entropy(scores.float(), y, ok) + aux.float() * ok.any()
+    if optimizer is None:
+        model.zero_grad(set_to_none=True)
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    if optimizer is not None:
+        optimizer.step()
+    return loss.detach()
