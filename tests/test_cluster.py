@@ -233,7 +233,7 @@ def test_doctor_checks_every_node(cluster, mlflow_server, tmp_path):
 
 def test_an_address_where_no_head_listens_fails_fast_with_what_to_do():
     from vidtempo.machine import free_port
-    from vidtempo.preflight import ClusterUnreachable, check_gcs_answers
+    from vidtempo.ray_session import ClusterUnreachable, check_gcs_answers
 
     address = f"127.0.0.1:{free_port()}"
     t = time.monotonic()

@@ -552,3 +552,26 @@ def test_the_probe_reads_tpn_aux_head_and_levels():
     assert sorted(k for k in stats if "level_rms" in k) == [
         f"tpn/level_rms/{w}{i}" for w in ("bu", "td") for i in (0, 1)]
     assert all(stats[k] > 0 for k in stats if "level_rms" in k)
+
+
+def test_check_holds_every_model_shape_rule_before_a_run():
+    """models.check on the meta device: every zoo and synthetic recipe passes; a shift_div
+    that does not divide a shifted width, TIN's four offset groups and TAM's three frames are
+    ConfigErrors that name the setting."""
+    for name in C.zoo_names():
+        M.check(C.load(name))
+    for name in ("tin_r18_synthetic", "tsm_r18_synthetic", "tanet_r18_synthetic",
+                 "tpn_tsm_r18_synthetic", "tsn_r18_synthetic"):  # fmt: skip
+        M.check(C.load(name))
+    with pytest.raises(C.ConfigError, match=r"model.shift_div=3 does not divide the channel counts"):
+        M.check(C.load("tsm_r18_synthetic", ["model.shift_div=3"]))
+    with pytest.raises(C.ConfigError, match="model.shift_div=8: TIN needs"):
+        M.check(C.load("tin_r18_synthetic", ["model.shift_div=8"]))  # 16/8 = 2 channels, 4 groups
+    with pytest.raises(C.ConfigError, match="model.arch=tanet_r50: TAM needs at least 3 frames"):
+        M.check(C.load("tanet_r50_1x1x8_50e_sthv1_rgb", ["model.num_segments=2"]))
+
+
+def test_a_recipe_naming_an_unknown_zoo_config_is_refused_when_loaded():
+    with pytest.raises(C.ConfigError, match="did you mean 'tin_r50_1x1x8_40e_sthv1_rgb'"):
+        C.load("tin_r18_synthetic", ["zoo_config=tin_r50_1x1x8_40e_sthv1_rgx"])
+    assert C.zoo_reference(C.load("tin_r18_synthetic"))[0] == "tin_r50_1x1x8_40e_sthv1_rgb"

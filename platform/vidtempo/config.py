@@ -395,7 +395,20 @@ def from_dict(data: dict, where: str = "<dict>") -> Config:
         raise ConfigError(f"{where} must hold a mapping at the top level")
     cfg = _build(Config, data, "", where)
     check_ranges(cfg, where)
+    if cfg.zoo_config and cfg.zoo_config not in zoo_names():
+        close = difflib.get_close_matches(cfg.zoo_config, zoo_names(), n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else "; `vidtempo zoo list` shows them"
+        raise ConfigError(f"{where}: zoo_config '{cfg.zoo_config}' is not a zoo config{hint}")
     return cfg
+
+
+def zoo_reference(cfg: Config) -> tuple[str, ReferenceConfig | None]:
+    """The zoo config whose published numbers a recipe's runs stand beside, and those numbers:
+    its own reference, else that of the zoo config it names (`zoo_config`, checked when the
+    recipe was loaded)."""
+    if cfg.reference is None and cfg.zoo_config:
+        return cfg.zoo_config, load(cfg.zoo_config).reference
+    return cfg.name, cfg.reference
 
 
 def check_ranges(cfg: Config, where: str = "<config>") -> None:

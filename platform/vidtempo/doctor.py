@@ -30,7 +30,8 @@ import ray
 
 from vidtempo import capacity, storage
 from vidtempo.config import Config, ConfigError
-from vidtempo.preflight import check_cluster, ensure_ray, spans, storage_root
+from vidtempo.preflight import check_cluster, spans, storage_root
+from vidtempo.ray_session import ensure_ray
 from vidtempo.tracking import store
 
 

@@ -4,44 +4,26 @@ written, with what to change.
 
     root = before_run(cfg, uri)   # fit, tune and evaluate; doctor reports the same checks
 
-- `ensure_ray`: RAY_ADDRESS / the address given (which must answer), else a local instance
-  (token authentication on, its dashboard where Ray Train's cleaner finds it).
+- `ensure_ray` (ray_session.py): RAY_ADDRESS / the address given (which must answer), else a
+  local instance (token authentication on, its dashboard where Ray Train's cleaner finds it).
 - `check_resources`: the workers fit the nodes, and a node carries run.decode_resource — the
   alive nodes, or on a cluster with an autoscaler those it can add (vidtempo.capacity): then
   `before_run` asks for them and waits (run.node_wait_minutes) before anything is written.
 - `check_cluster`: on several nodes, checkpoints and MLflow are not files of one node.
-- `storage_root`: where checkpoints go; `check_data`: the shard folders a run reads.
+- `storage_root`: where checkpoints go (the shard folders a run reads: data/schema.py).
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
-import ray
-
-from vidtempo import capacity, storage, verbosity
+from vidtempo import capacity
 from vidtempo.capacity import Capacity, Need, ResourceError
 from vidtempo.config import Config, ConfigError
-from vidtempo.data import pipeline
-from vidtempo.data.schema import MANIFEST, DataError, read_manifest
-from vidtempo.machine import free_port, home
+from vidtempo.machine import home
+from vidtempo.ray_session import ensure_ray
 from vidtempo.tracking.store import is_local_uri
-
-# glibc returns big freed blocks to the OS at once (mmap) and page-faults them back on every
-# step; CPU workers keep them instead (BENCHMARKS.md, tin_shift section: 2.75x → 5.36x)
-CPU_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
-
-# Ray kills idle task workers after 1 s once there are more worker processes than CPUs — and a
-# training run's actors alone outnumber the CPUs of a small box. Every validation pass then
-# started fresh workers that import torch again (~7 s per pass on 2 cores instead of <1 s).
-LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
-
-
-class ClusterUnreachable(ConnectionError):
-    """No Ray head listens at the address a command was given."""
 
 
 def before_run(cfg: Config, uri: str | None) -> str:
@@ -54,56 +36,6 @@ def before_run(cfg: Config, uri: str | None) -> str:
     if launch:
         capacity.wait_for(Need.for_run(cfg), cap, launch, cfg.run.node_wait_minutes)
     return root
-
-
-def check_gcs_answers(address: str, timeout: float = 10.0) -> None:
-    """A `host:port` address (not "auto", not ray://) must accept a connection within `timeout`
-    seconds: ray.init itself retries a dead address for minutes before it gives up."""
-    host, sep, port = address.rpartition(":")
-    if "://" in address or not sep or not port.isdigit():
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
-                return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise ClusterUnreachable(
-                    f"no Ray head answers at {address} ({exc.strerror or exc}): start one with "
-                    "`ray start --head`, or pass the address `ray status` prints on the head"
-                ) from None
-            time.sleep(0.5)
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to `address` (or RAY_ADDRESS, as inside `ray job submit`), else start a local
-    instance for this process."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        check_gcs_answers(address)
-        ray.init(address=address, logging_level=verbosity.log_level())
-        return
-    # A new local instance keeps Ray's own default: token authentication, with the token Ray
-    # makes in ~/.ray/auth_token when there is none (RAY_AUTH_MODE set by the user wins). Ray
-    # switches its cached config to token mode itself; setting the variable here instead would
-    # leave this process's config behind (its GCS then refuses the driver). Its notice that it
-    # did so, and how to opt out, is about a choice vidtempo makes on purpose: not printed.
-    verbosity.quiet_auth_notice()
-    # The dashboard stays on: when Tune stops a trial, its Train controller dies with it, and
-    # Ray Train's placement-group cleaner asks the dashboard's state API whether the controller
-    # is gone before it frees the trial's CPUs. The cleaner finds that API by looking for Ray
-    # processes on the machine and gives up when there are two instances ("Found multiple
-    # active Ray instances") — the placement group then leaks and the next trial never starts.
-    # So this instance's workers are told where its dashboard is.
-    port = free_port()
-    env = {**CPU_WORKER_ENV, **verbosity.worker_env(),
-           "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}  # fmt: skip
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_port=port,
-             runtime_env={"env_vars": env}, _system_config=LOCAL_SYSTEM_CONFIG,
-             logging_level=verbosity.log_level())  # fmt: skip
 
 
 def storage_root(cfg: Config) -> str:
@@ -162,37 +94,3 @@ def check_resources(cfg: Config) -> tuple[Capacity, dict[str, int] | None]:
 
 def placed_now(need: Need, cap: Capacity) -> bool:
     return not any(capacity.shortfall(need, list(cap.alive)))
-
-
-def check_data(cfg: Config, data_dir: str) -> None:
-    """train/ and val/ shard folders under `data_dir` (a local path or a URI), readable from
-    here, with videos, of the config's classes. A URI whose endpoint does not answer or refuses
-    the credentials fails here, before anything starts."""
-    storage.check_reachable(data_dir, "data")
-    for split in ("train", "val"):
-        d = storage.join(data_dir, split)
-        if not storage.exists(storage.join(d, MANIFEST)) and not storage.exists(d):
-            raise DataError(
-                f"{storage.where(data_dir)} has no '{split}' folder: --data must hold train/ and "
-                f"val/ shard folders (`vidtempo prepare ... --out {data_dir}` writes them)"
-            )
-        manifest = read_manifest(d)
-        if not manifest.get("num_videos"):
-            raise DataError(
-                f"{d} holds no videos (all quarantined? see its quarantine report); "
-                "convert the dataset again"
-            )
-        pipeline.check_classes(manifest, cfg, d)
-
-
-def check_eval_data(cfg: Config, data_dir: str) -> str:
-    """The val shard folder an evaluation scores (`data_dir`/val, or `data_dir` itself when it
-    is one), of the config's classes."""
-    storage.check_reachable(data_dir, "data")
-    d = storage.join(data_dir, "val")
-    if not storage.exists(storage.join(d, MANIFEST)) and storage.exists(
-        storage.join(data_dir, MANIFEST)
-    ):
-        d = data_dir  # the val shard folder itself
-    pipeline.check_classes(read_manifest(d), cfg, d)
-    return d

@@ -23,19 +23,9 @@ from vidtempo.capacity import DECODE_SHARE
 from vidtempo.config import Config
 from vidtempo.data.holdout import held_rows as holdout_rows
 from vidtempo.data.holdout import select
-from vidtempo.data.schema import DataError, read_manifest, shard_paths
-from vidtempo.data.transform import VideoTransform, clip_bytes
-
-
-def check_classes(manifest: dict, cfg: Config, data_dir: str | Path) -> None:
-    classes = manifest.get("classes") or []
-    if len(classes) != cfg.model.num_classes:
-        raise DataError(
-            f"{data_dir} holds {len(classes)} classes but {cfg.name} is built for "
-            f"model.num_classes={cfg.model.num_classes}; convert the right dataset or override "
-            f"it with --set model.num_classes={len(classes)}"
-        )
-
+from vidtempo.data.sampling import clip_bytes
+from vidtempo.data.schema import DataError, check_classes, read_manifest, shard_paths
+from vidtempo.data.transform import VideoTransform
 
 _FOOTERS: dict[tuple[str, int], pq.FileMetaData] = {}  # per decode worker process
 

@@ -27,7 +27,7 @@ def _runner(root, ray_address: str | None, decode_resource: str | None):
     if ray_address is None:
         return conv.local_chunks
     from vidtempo.data.convert_ray import ray_chunks
-    from vidtempo.preflight import ensure_ray
+    from vidtempo.ray_session import ensure_ray
 
     ensure_ray(ray_address or None)
     return ray_chunks(root, decode_resource)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from vidtempo import storage
+from vidtempo.config import Config
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -66,3 +67,50 @@ def shard_paths(data_dir: str | Path, manifest: dict) -> list[str]:
     """Every non-empty shard, as an absolute path or a URI."""
     root = storage.normalize(data_dir)
     return [storage.join(root, s["file"]) for s in manifest["shards"] if s["rows"]]
+
+
+# ---- the checks a run makes of its --data before anything starts ----
+
+
+def check_classes(manifest: dict, cfg: Config, data_dir: str | Path) -> None:
+    classes = manifest.get("classes") or []
+    if len(classes) != cfg.model.num_classes:
+        raise DataError(
+            f"{data_dir} holds {len(classes)} classes but {cfg.name} is built for "
+            f"model.num_classes={cfg.model.num_classes}; convert the right dataset or override "
+            f"it with --set model.num_classes={len(classes)}"
+        )
+
+
+def check_data(cfg: Config, data_dir: str) -> None:
+    """train/ and val/ shard folders under `data_dir` (a local path or a URI), readable from
+    here, with videos, of the config's classes. A URI whose endpoint does not answer or refuses
+    the credentials fails here, before anything starts."""
+    storage.check_reachable(data_dir, "data")
+    for split in ("train", "val"):
+        d = storage.join(data_dir, split)
+        if not storage.exists(storage.join(d, MANIFEST)) and not storage.exists(d):
+            raise DataError(
+                f"{storage.where(data_dir)} has no '{split}' folder: --data must hold train/ and "
+                f"val/ shard folders (`vidtempo prepare ... --out {data_dir}` writes them)"
+            )
+        manifest = read_manifest(d)
+        if not manifest.get("num_videos"):
+            raise DataError(
+                f"{d} holds no videos (all quarantined? see its quarantine report); "
+                "convert the dataset again"
+            )
+        check_classes(manifest, cfg, d)
+
+
+def check_eval_data(cfg: Config, data_dir: str) -> str:
+    """The val shard folder an evaluation scores (`data_dir`/val, or `data_dir` itself when it
+    is one), of the config's classes."""
+    storage.check_reachable(data_dir, "data")
+    d = storage.join(data_dir, "val")
+    if not storage.exists(storage.join(d, MANIFEST)) and storage.exists(
+        storage.join(data_dir, MANIFEST)
+    ):
+        d = data_dir  # the val shard folder itself
+    check_classes(read_manifest(d), cfg, d)
+    return d

@@ -8,6 +8,7 @@ Nothing is downloaded: ImageNet weights come from a local torchvision ResNet-50 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,6 +121,31 @@ def shifted_channels(config: Config | ModelConfig) -> list[int]:
     return sorted(out)
 
 
+def check(config: Config) -> None:
+    """Every model-shape rule of a recipe, before a run or a sweep starts, on the meta device
+    (no memory, no weights): the arch is known, model.shift_div divides every channel count the
+    model shifts (read from its blocks, whatever its width and depth), and the model builds —
+    each builder's own rules (TIN's four offset groups, TAM's three frames, ResNet's depths and
+    stems) — each failure a ConfigError that names the setting to change."""
+    m = config.model
+    name = family(m.arch)
+    if name in SHIFTING:
+        channels = shifted_channels(dataclasses.replace(m, shift_div=1))
+        bad = [c for c in channels if c % m.shift_div]
+        if bad:
+            raise ConfigError(
+                f"model.shift_div={m.shift_div} does not divide the channel counts {bad} that "
+                f"{m.arch} (depth {m.depth}, width {m.width}) shifts: choose a divisor of all of "
+                f"{channels} (4, 8 and 16 are the usual ones)"
+            )
+    try:
+        with torch.device("meta"):
+            BUILDERS[name](m)
+    except ValueError as exc:
+        what = f"model.shift_div={m.shift_div}" if name in SHIFTING else f"model.arch={m.arch}"
+        raise ConfigError(f"{what}: {exc}") from None
+
+
 def family(arch: str) -> str:
     """The builder name of `model.arch` (a zoo config's `tin_r50` is `tin`)."""
     name = ALIASES.get(arch, arch)
@@ -142,7 +168,7 @@ def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> n
     return model
 
 
-__all__ = ["ALIASES", "BUILDERS", "SHIFTING", "build", "shifted_channels", "family", "count_parameters", "load_pretrained", "measure"]
+__all__ = ["ALIASES", "BUILDERS", "SHIFTING", "build", "check", "shifted_channels", "family", "count_parameters", "load_pretrained", "measure"]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -42,10 +42,7 @@ def key(name: str) -> str:
 def zoo_tags(cfg: Config) -> dict[str, str]:
     """The zoo's published numbers, for side-by-side columns in the UI and `zoo compare`: the
     config's own reference, or that of the zoo config it was derived from (`zoo_config`)."""
-    ref, zoo = cfg.reference, cfg.name
-    if ref is None and cfg.zoo_config:
-        zoo = cfg.zoo_config
-        ref = C.load(zoo).reference
+    zoo, ref = C.zoo_reference(cfg)
     if ref is None:
         return {}
     tags = {"zoo.config": zoo, "zoo.source": ref.source, "zoo.params": str(ref.params), "zoo.flops": str(ref.flops),

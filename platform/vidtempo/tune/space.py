@@ -10,7 +10,6 @@ scaling rule for its own global batch (both are logged), so trials stay comparab
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -112,28 +111,16 @@ def check(base: Config, space: dict[str, tuple]) -> None:
 
 
 def check_shift_div(cfg: Config) -> None:
-    """model.shift_div searched only where something shifts, and dividing the channel counts of
-    every block it shifts (read from the model, whatever its width and depth)."""
+    """model.shift_div searched only where something shifts; the model's own shape rules
+    (models.check: it divides every shifted channel count, TIN's groups) for each value."""
     from vidtempo import models
 
-    d, arch = cfg.model.shift_div, cfg.model.arch
-    if models.family(arch) not in models.SHIFTING:
+    if models.family(cfg.model.arch) not in models.SHIFTING:
         raise ConfigError(
-            f"model.shift_div changes nothing in {arch}: only TSM, TIN and TPN-TSM shift "
-            "channels in time; leave it out of the search space"
+            f"model.shift_div changes nothing in {cfg.model.arch}: only TSM, TIN and TPN-TSM "
+            "shift channels in time; leave it out of the search space"
         )
-    channels = models.shifted_channels(dataclasses.replace(cfg.model, shift_div=1))
-    bad = [c for c in channels if c % d]
-    if bad:
-        raise ConfigError(
-            f"model.shift_div={d} does not divide the channel counts {bad} that {arch} "
-            f"(depth {cfg.model.depth}, width {cfg.model.width}) shifts: choose a divisor of "
-            f"all of {channels} (4, 8 and 16 are the usual ones)"
-        )
-    try:  # the model's own rules (TIN: a quarter of the shifted channels per offset group)
-        models.shifted_channels(cfg)
-    except ValueError as exc:
-        raise ConfigError(f"model.shift_div={d}: {exc}") from None
+    models.check(cfg)
 
 
 def default_samples(space: dict[str, tuple], search: str) -> int:

@@ -31,10 +31,11 @@ from pathlib import Path
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from vidtempo import capacity, config, storage, verbosity
+from vidtempo import capacity, config, models, storage, verbosity
 from vidtempo.capacity import ResourceError
 from vidtempo.config import Config, ConfigError
-from vidtempo.preflight import before_run, check_data, storage_root
+from vidtempo.data.schema import check_data
+from vidtempo.preflight import before_run, storage_root
 from vidtempo.tracking import record, store
 from vidtempo.train.run import epoch_plan, fit
 from vidtempo.tune import report
@@ -261,6 +262,7 @@ def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: st
     space = plan.parsed()
     S.check(base, space)  # bad keys and values fail here, before any trial starts
     check_data(base, data_dir)
+    models.check(base)
     before_run(base, uri)
     metric = ranked_metric(base, plan.rank_on)
     concurrent = concurrent_trials(base)
