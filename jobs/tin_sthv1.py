@@ -12,7 +12,8 @@ train on Ray Train, evaluate the 1-clip centre-crop protocol, log to MLflow besi
 import argparse
 import sys
 
-from vidtempo.cli import add_run_arguments, run
+from vidtempo.cli import run
+from vidtempo.cli.train import add_run_arguments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

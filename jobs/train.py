@@ -9,7 +9,8 @@ The same options as `vidtempo train`; see `--help`.
 import argparse
 import sys
 
-from vidtempo.cli import add_run_arguments, run
+from vidtempo.cli import run
+from vidtempo.cli.train import add_run_arguments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -13,7 +13,8 @@ Something-Something V1 recipe and search space as defaults.
 import argparse
 import sys
 
-from vidtempo.cli import add_tune_arguments, run
+from vidtempo.cli import run
+from vidtempo.cli.train import add_tune_arguments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

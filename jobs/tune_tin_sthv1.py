@@ -12,7 +12,8 @@ train/; `--final` then trains the best config on all of train/ and tests it on v
 import argparse
 import sys
 
-from vidtempo.cli import add_tune_arguments, run
+from vidtempo.cli import run
+from vidtempo.cli.train import add_tune_arguments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vidtempo.config import SamplerConfig
+from vidtempo.config import PipelineConfig, SamplerConfig, views
 
 
 def _segment_clips(num_frames: int, s: SamplerConfig, rng: np.random.Generator) -> np.ndarray:
@@ -73,3 +73,24 @@ def sample_indices(
             inds = inds.reshape(views, -1)
     inds = np.mod(inds, num_frames)  # out_of_bound_opt='loop'
     return (inds + start_index).astype(np.int64)
+
+
+# ---- the shape of one sample, from the config alone (no decoding) ----
+
+
+def frames_per_clip(pipe: PipelineConfig) -> int:
+    s = pipe.sampler
+    return s.clip_len if s.kind == "clips" else s.num_clips
+
+
+def clip_bytes(pipe: PipelineConfig) -> int:
+    """Bytes of one sample of `pipe` as it leaves the decode tasks (uint8)."""
+    return int(np.prod(output_shape(pipe, frames_per_clip(pipe))))
+
+
+def output_shape(pipe: PipelineConfig, frames_per_clip: int) -> tuple[int, ...]:
+    clips, crops = views(pipe)
+    size = pipe.crop.resize_to or pipe.crop.size
+    if pipe.format == "NCTHW":
+        return (clips * crops, 3, frames_per_clip, size, size)
+    return (clips * crops * frames_per_clip, 3, size, size)

@@ -14,10 +14,10 @@ import zlib
 import numpy as np
 import torch
 
-from vidtempo.config import DataConfig, PipelineConfig, views
+from vidtempo.config import DataConfig, PipelineConfig
 from vidtempo.data.augment import apply_pipeline
 from vidtempo.data.decode import decode_jpegs, decode_video
-from vidtempo.data.sampling import sample_indices
+from vidtempo.data.sampling import frames_per_clip, output_shape, sample_indices
 
 
 def row_rng(seed: int, epoch: int, video_id: str, rep: int = 0) -> np.random.Generator:
@@ -25,24 +25,6 @@ def row_rng(seed: int, epoch: int, video_id: str, rep: int = 0) -> np.random.Gen
     a small dataset)."""
     key = [seed, epoch, zlib.crc32(video_id.encode())]
     return np.random.default_rng(key if rep == 0 else [*key, rep])
-
-
-def frames_per_clip(pipe: PipelineConfig) -> int:
-    s = pipe.sampler
-    return s.clip_len if s.kind == "clips" else s.num_clips
-
-
-def clip_bytes(pipe: PipelineConfig) -> int:
-    """Bytes of one sample of `pipe` as it leaves the decode tasks (uint8)."""
-    return int(np.prod(output_shape(pipe, frames_per_clip(pipe))))
-
-
-def output_shape(pipe: PipelineConfig, frames_per_clip: int) -> tuple[int, ...]:
-    clips, crops = views(pipe)
-    size = pipe.crop.resize_to or pipe.crop.size
-    if pipe.format == "NCTHW":
-        return (clips * crops, 3, frames_per_clip, size, size)
-    return (clips * crops * frames_per_clip, 3, size, size)
 
 
 class VideoTransform:

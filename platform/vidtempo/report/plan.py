@@ -20,7 +20,7 @@ from pathlib import Path
 
 from vidtempo import config as C
 from vidtempo.config import Config, ConfigError
-from vidtempo.data.transform import clip_bytes
+from vidtempo.data.sampling import clip_bytes
 
 # Videos per split of the zoo's datasets, when no converted manifest is at hand.
 KNOWN_SIZES = {

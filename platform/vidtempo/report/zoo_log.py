@@ -289,3 +289,27 @@ def _window(its: dict[int, dict]) -> int:
     """The logging interval (iterations between two training lines of an epoch)."""
     keys = sorted(its)
     return min((b - a for a, b in zip(keys, keys[1:])), default=1)
+
+
+def import_logs(cfg, paths: list[str], uri: str, experiment: str) -> None:
+    """`vidtempo zoo import-log`: each log read and summarised, its config compared with our
+    recipe (recipe_diff.md), and logged once (by sha256) as a `zoo-log` run."""
+    from vidtempo.report import recipe_diff
+    from vidtempo.tracking import record
+
+    for path in paths:
+        log = read(path)
+        texts = {"zoo_config.py": log.config_text} if log.config_text else {}
+        if log.unread:
+            texts["unread_lines.txt"] = "".join(f"{no}: {line}\n" for no, line in log.unread)
+        print(log.summary())
+        if log.config_text:  # our recipe against the config the zoo model was trained with
+            try:
+                rows = recipe_diff.diff(cfg, recipe_diff.mm_config(log.config_text), log.gpus)
+                texts["recipe_diff.md"] = recipe_diff.markdown(rows, cfg.name, path)
+                print(texts["recipe_diff.md"])
+            except recipe_diff.MMConfigError as exc:
+                print(f"  the log's config could not be read ({exc}): no recipe comparison")
+        run_id, created = record.zoo_log(uri, experiment, cfg.name, log, log.sha256, texts)
+        print(f"  {'logged as' if created else 'already imported:'} MLflow run {run_id} "
+              f"(experiment {experiment})")  # fmt: skip

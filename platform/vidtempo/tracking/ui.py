@@ -82,3 +82,28 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, timeout: float
             raise TimeoutError(f"mlflow ui did not answer on {base} in {timeout:.0f} s")
         time.sleep(0.5)
     return proc, base
+
+
+def serve(uri: str, host: str, port: int, experiment: str | None) -> int:
+    """`vidtempo ui`: the UI on `uri` until Ctrl-C or a `kill` (a tracking server is only
+    checked), with the URL of the experiment's runs page."""
+    import signal
+
+    proc, base = start_ui(uri, host, port)
+    url = runs_page(base, uri, experiment)
+    if proc is None:
+        print(f"the tracking server {base} is up; its runs: {url}")
+        return 0
+    print(f"MLflow UI on {base} (serving {uri}); Ctrl-C stops it", flush=True)
+    print(f"runs: {url}", flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a `kill` stops the UI too, as Ctrl-C does
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()  # mlflow ui stops its server workers
+        proc.wait(timeout=30)
+    return 0

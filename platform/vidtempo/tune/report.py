@@ -278,3 +278,31 @@ def from_mlflow(uri: str, experiment: str | None, sweep: str) -> dict:
     rows.sort(key=lambda r: r["trial"])
     return {"parent": {"run_id": parent.info.run_id, "status": parent.info.status, "tags": tags},
             "metric": metric, "mode": mode, "space": space, "rows": rows}  # fmt: skip
+
+
+def from_mlflow_text(uri: str, experiment: str | None, sweep: str, plot_path: str | None) -> str:
+    """`vidtempo tune --report SWEEP`: the sweep's search, its trial table, the scaling rule's
+    answer when it searched a batch axis, the best trial; the plot saved at `plot_path`."""
+    found = from_mlflow(uri, experiment, sweep)
+    tags = found["parent"]["tags"]
+    lines = [f"sweep {sweep} (MLflow run {found['parent']['run_id']}, "
+             f"{found['parent']['status']}): {tags.get('vidtempo.search', 'random')} search, "
+             f"{tags.get('vidtempo.scheduler', '?')}, ranked on "
+             f"{tags.get('vidtempo.ranked_on', found['metric'])}\n",
+             table(found["rows"], found["metric"])]  # fmt: skip
+    rule = scaling(found["rows"], found["metric"], found["mode"])
+    if rule:
+        lines.append("\nthe linear scaling rule: the best effective lr per global batch\n\n"
+                     + "\n".join(rule))  # fmt: skip
+    best = [r for r in found["rows"] if r["is_best"]]
+    if best:
+        lines.append(f"\nbest: trial {best[0]['trial']} {best[0]['params']} {found['metric']} "
+                     f"{best[0]['best']:.2f} (MLflow run {best[0]['mlflow_run_id']})")  # fmt: skip
+    if plot_path:
+        import matplotlib.pyplot as plt
+
+        figure = plot(found["rows"], found["space"], found["metric"], f"sweep {sweep}")
+        figure.savefig(plot_path, dpi=100)
+        plt.close(figure)
+        lines.append(f"plot: {plot_path}")
+    return "\n".join(lines)

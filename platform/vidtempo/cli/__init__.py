@@ -1,0 +1,73 @@
+"""The `vidtempo` command. Its commands come in groups, one module each (zoo.py, data.py,
+train.py, cluster.py; the benches' options live in vidtempo/bench/): each command is an
+`add_X(sub)` (its options) beside a `cmd_X(args)` (a call into the library). The errors a user can
+cause are printed in one line, exit 2, in one place (`run`), from the error kinds each command
+names (`errors=` in its defaults). Building the parser imports neither torch nor Ray: a command
+imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+
+from vidtempo import config as C
+from vidtempo.cli import cluster, data, train, zoo
+
+
+def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    from vidtempo.storage import StorageError
+
+    types: list[type[BaseException]] = [C.ConfigError, StorageError, ConnectionError]
+    for kind in kinds:
+        if kind == "data":
+            from vidtempo.data.schema import DataError as t
+        elif kind == "resource":
+            from vidtempo.capacity import ResourceError as t
+        elif kind == "checkpoint":
+            from vidtempo.models.checkpoint import CheckpointMismatch as t
+        else:
+            t = {"missing": FileNotFoundError, "exists": FileExistsError,
+                 "value": ValueError, "os": OSError, "runtime": RuntimeError}[kind]  # fmt: skip
+        types.append(t)
+    return tuple(types)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidtempo", description="Train, tune and evaluate TIN, "
+                                "TAM/TANet and TPN on Ray, tracked in MLflow beside the MMAction2 "
+                                "zoo's numbers.")  # fmt: skip
+    sub = p.add_subparsers(dest="command", required=True)
+    for group in (data, train, zoo, cluster):
+        group.add(sub)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command (`args.func`); an error of a kind it names (`args.errors`), or a
+    bad config, storage or an unreachable cluster, is printed in one line and gives exit 2."""
+    try:
+        return args.func(args)
+    except Exception as exc:
+        if not isinstance(exc, _error_types(tuple(getattr(args, "errors", ())))):
+            raise
+        print(f"vidtempo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def script() -> None:
+    """The `vidtempo` command: main(), then exit without the interpreter's last garbage
+    collections over everything torch, Ray and MLflow loaded (~0.5M objects: 2.6 s of the
+    exit on a fast morning of 2 cores, 0.7 s frozen; BENCHMARKS.md, issue 25's fifth round).
+    atexit handlers (Ray's shutdown among them) still run."""
+    rc = main()
+    gc.freeze()
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    script()

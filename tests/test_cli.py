@@ -1,0 +1,116 @@
+"""The `vidtempo` command as a newcomer meets it: `--help` of every command and the read-only
+commands answer without importing torch or Ray, and every command the README and docs/ show is
+one the parser accepts (its `--help` answers; a complete line parses as written)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PLACEHOLDERS = ("…", "...")
+
+
+def subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every command path of the parser: (), ("zoo",), ("zoo", "list"), …"""
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from subcommands(sub, (*path, name))
+
+
+# one process: every --help, then the read-only commands; what it imported, printed last
+LIGHT = r"""
+import contextlib, io, sys
+from vidtempo import cli
+from tests.test_cli import subcommands
+
+paths = list(subcommands(cli.build_parser()))
+for path in paths:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        cli.build_parser().parse_args([*path, "--help"])
+for argv in (["zoo", "list"], ["zoo", "show", "tin_r50_1x1x8_40e_sthv1_rgb"],
+             ["config", "validate", "tin_r18_synthetic"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(argv) == 0, argv
+print(len(paths), " ".join(m for m in ("torch", "ray", "mlflow") if m in sys.modules))
+"""
+
+
+def test_help_and_read_only_commands_import_neither_torch_nor_ray():
+    out = subprocess.run([sys.executable, "-c", LIGHT], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert int(out[0]) > 30  # every command and subcommand was asked for its --help
+    assert out[1:] == [], f"imported while building the parser or answering: {out[1:]}"
+
+
+def test_zoo_show_measure_builds_the_model(capsys):
+    from vidtempo import cli
+
+    assert cli.main(["zoo", "show", "tin_r50_1x1x8_40e_sthv1_rgb", "--measure"]) == 0
+    assert "built model: 23,895,566 parameters (= zoo)" in capsys.readouterr().out
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(where, command) of every `vidtempo …`, `python jobs/…` and `make …` line in a fenced
+    block of the README and docs/ (continuation lines joined)."""
+    found = []
+    for doc in DOCS:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", doc.read_text(), flags=re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                line = line.split(" #")[0]
+                if line.lstrip().startswith("#"):
+                    continue
+                for m in re.finditer(r"(?:^|[\s\"(&;])((?:vidtempo(?=\s|$)|python jobs/\S+|^make\b)"
+                                     r"(?: +[^\s\"#)]+)*)", line):  # fmt: skip
+                    found.append((f"{doc.name}: {line.strip()[:70]}", m.group(1)))
+    return found
+
+
+def test_the_docs_show_commands():
+    commands = [c for _, c in documented_commands()]
+    assert len(commands) > 40, commands
+    assert any(c.startswith("python jobs/") for c in commands)
+
+
+@pytest.mark.parametrize("where,command", documented_commands(), ids=lambda v: v[:60])
+def test_documented_command_parses(where, command):
+    from vidtempo import cli
+
+    words = shlex.split(command)
+    if words[0] == "make":
+        targets = re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), flags=re.M)
+        assert words[1] in targets, f"{where}: no Makefile target {words[1]}"
+        return
+    if words[0] == "python":
+        script = ROOT / words[1]
+        assert script.exists(), f"{where}: {words[1]} does not exist"
+        return
+    argv = words[1:]
+    parser = cli.build_parser()
+    path = tuple(w for w in argv[:2] if not w.startswith("-"))
+    known = set(subcommands(parser))
+    while path and path not in known:
+        path = path[:-1]
+    assert path, f"{where}: no such command: {command}"
+    if any(p in w for w in argv for p in PLACEHOLDERS):
+        return  # an abridged line: its command exists (above); its flags cannot all be read
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"{where}: `{command}` does not parse (exit {exc.code})")
+
+
+def test_jobs_scripts_answer_help():
+    for script in sorted((ROOT / "jobs").glob("*.py")):
+        r = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True,
+                           text=True)  # fmt: skip
+        assert r.returncode == 0 and "usage:" in r.stdout, (script.name, r.stderr[-500:])
