@@ -459,3 +459,36 @@ def test_a_space_comes_back_from_the_sweeps_saved_plan_with_its_numbers():
     back = Plan(space=S.describe(space)).parsed()
     assert back == space and back["optim.lr"][1] == [0.005, 1e-05]
     assert S.parse_value("prob") == "prob" and S.parse_value("4") == 4
+
+
+def test_random_search_trains_each_point_of_a_finite_space_once():
+    from vidtempo.tune.search import distinct_points
+
+    space = S.parse(["optim.lr=choice:0.01,0.02,0.04", "model.shift_div=choice:2,4"])
+    points = distinct_points(space, 8, seed=0)
+    assert len(points) == 6 and len({json.dumps(p, sort_keys=True) for p in points}) == 6
+    assert points == distinct_points(space, 8, seed=0) != distinct_points(space, 8, seed=1)
+    assert len(distinct_points(space, 4, seed=0)) == 4
+    # a grid axis or a continuous one: Tune's generator as before
+    assert distinct_points(S.parse(["optim.lr=loguniform:0.001:0.1"]), 4, 0) == []
+    assert distinct_points(S.parse(["optim.lr=grid:0.01,0.02"]), 4, 0) == []
+
+
+def test_tpe_never_proposes_a_drawn_point_again():
+    """DistinctTPE over 2 × 2 points: four suggestions, four different points, even while the
+    first trials still run; the fifth (the space spent) may repeat one."""
+    import optuna
+
+    from ray import tune
+    from vidtempo.tune.search import DistinctTPE
+
+    tpe = DistinctTPE(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=1))
+    tpe.set_search_properties("m", "max", {"a": tune.choice([1, 2]), "b": tune.choice([3, 4])})
+    seen = []
+    for i in range(4):
+        params = tpe.suggest(f"t{i}")
+        seen.append((params["a"], params["b"]))
+        if i % 2:
+            tpe.on_trial_complete(f"t{i}", {"m": float(i), "training_iteration": 1})
+    assert len(set(seen)) == 4, seen
+    assert tpe.suggest("t4") is not None

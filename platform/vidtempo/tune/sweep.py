@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ray import tune
-from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vidtempo import capacity, config, models, storage, verbosity
 from vidtempo.capacity import ResourceError
@@ -40,6 +39,7 @@ from vidtempo.tracking import record, store
 from vidtempo.train.run import epoch_plan, fit
 from vidtempo.tune import report
 from vidtempo.tune import space as S
+from vidtempo.tune.search import make_search
 
 SEARCHES = ("random", "tpe")
 SCHEDULERS = ("asha", "grid")  # grid: every trial to the end (first in, first out)
@@ -360,23 +360,6 @@ def make_scheduler(base: Config, plan: Plan, metric: str, sweep_dir: str):
                          reduction_factor=plan.reduction_factor, stop_last_trials=False)  # fmt: skip
 
 
-def make_search(base: Config, plan: Plan, metric: str, concurrent: int):
-    """Random (and grid) search by Tune's generator, or Optuna's TPE (seeded by run.seed),
-    at most `concurrent` trials at once."""
-    if plan.search == "random":
-        # the limit goes to the generator itself, since Tune ignores max_concurrent_trials next
-        # to an explicit BasicVariantGenerator
-        return BasicVariantGenerator(random_state=base.run.seed, max_concurrent=concurrent)
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tpe = OptunaSearch(metric=metric, mode=base.eval.mode,
-                       sampler=optuna.samplers.TPESampler(seed=base.run.seed))  # fmt: skip
-    return ConcurrencyLimiter(tpe, max_concurrent=concurrent)
-
-
 def make_tuner(fn, base: Config, plan: Plan, metric: str, sched, name: str, root: str,
                concurrent: int, typical: float) -> tune.Tuner:  # fmt: skip
     """A seeded search over the plan's space, as many trials at once as the cluster holds; a
@@ -389,7 +372,8 @@ def make_tuner(fn, base: Config, plan: Plan, metric: str, sched, name: str, root
         param_space=domains,
         tune_config=tune.TuneConfig(metric=metric, mode=base.eval.mode, scheduler=sched,
                                     num_samples=plan.samples,
-                                    search_alg=make_search(base, plan, metric, concurrent)),  # fmt: skip
+                                    search_alg=make_search(base, plan.parsed(), plan.search,
+                                                           plan.samples, metric, concurrent)),  # fmt: skip
         run_config=tune.RunConfig(
             name=name, storage_path=root, verbose=2 if verbosity.verbose() else 0,
             failure_config=tune.FailureConfig(max_failures=base.tune.trial_retries),
