@@ -18,13 +18,13 @@ import torch
 from vidtempo import config, metrics, models, tracking
 from vidtempo.config import ConfigError
 from vidtempo.data import pipeline
+from vidtempo.data.batches import epoch_batches
 from vidtempo.data.schema import DataError
 from vidtempo.train import checkpoint as ckpt
-from vidtempo.data.batches import epoch_batches
-from vidtempo.train.step import masked_cross_entropy
-from vidtempo.train.worker import train_loop_per_worker
 from vidtempo.train.optim import build_optimizer, param_groups
 from vidtempo.train.schedule import lr_at
+from vidtempo.train.step import masked_cross_entropy
+from vidtempo.train.worker import train_loop_per_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 TIN = "tin_r50_1x1x8_40e_sthv1_rgb"

@@ -478,8 +478,8 @@ def test_tpe_never_proposes_a_drawn_point_again():
     """DistinctTPE over 2 × 2 points: four suggestions, four different points, even while the
     first trials still run; the fifth (the space spent) may repeat one."""
     import optuna
-
     from ray import tune
+
     from vidtempo.tune.search import DistinctTPE
 
     tpe = DistinctTPE(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=1))
@@ -492,3 +492,15 @@ def test_tpe_never_proposes_a_drawn_point_again():
             tpe.on_trial_complete(f"t{i}", {"m": float(i), "training_iteration": 1})
     assert len(set(seen)) == 4, seen
     assert tpe.suggest("t4") is not None
+
+
+def test_the_search_seed_defaults_to_run_seed_and_can_be_set_alone():
+    from vidtempo.cli import build_parser
+
+    base = config.load("tin_r18_synthetic", ["run.seed=3"])
+    plan = Plan(space={"optim.lr": "choice:0.01,0.02"}, search="tpe")
+    assert plan.resolved(base).search_seed == 3
+    assert Plan(**{**plan.__dict__, "search_seed": 7}).resolved(base).search_seed == 7
+    args = build_parser().parse_args(["tune", "tin_r18_synthetic", "--data", "d",
+                                      "--search-seed", "5"])  # fmt: skip
+    assert args.search_seed == 5

@@ -129,6 +129,8 @@ def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) ->
                    "(default: the model family's preset in jobs/configs/spaces/)")  # fmt: skip
     p.add_argument("--search", choices=["random", "tpe"], default="random",
                    help="random (and grid) sampling, or Optuna's TPE seeded by run.seed")
+    p.add_argument("--search-seed", type=int, default=None, help="seed of the search's draws "
+                   "alone (default: run.seed, which also seeds each trial's training)")  # fmt: skip
     p.add_argument("--samples", type=int, default=None, help="trials drawn (default: sized to "
                    "the space; random search repeats a grid axis per sample)")  # fmt: skip
     p.add_argument("--scheduler", choices=["asha", "grid"], default="asha",
@@ -170,7 +172,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         space = S.parse(args.space, file)
         plan = Plan(space=S.describe(space), samples=args.samples, search=args.search,
                     scheduler=args.scheduler, grace_period=args.grace_period,
-                    reduction_factor=args.reduction_factor, rank_on=args.rank_on)  # fmt: skip
+                    reduction_factor=args.reduction_factor, rank_on=args.rank_on,
+                    search_seed=args.search_seed)  # fmt: skip
     out = sweep(cfg, args.data, plan, args.name, args.resume, args.imagenet, args.clips_per_s)
     print("\n" + report.table(out["rows"], out["metric"]))
     if out.get("scaling"):

@@ -91,11 +91,10 @@ class DistinctTPE(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def make_search(base: Config, space: dict[str, tuple], search: str, samples: int, metric: str,
-                concurrent: int):  # fmt: skip
-    """Random (and grid) search by Tune's generator, or TPE (seeded by run.seed), at most
-    `concurrent` trials at once, neither training a point of a finite space twice."""
-    seed = base.run.seed
+def make_search(base: Config, space: dict[str, tuple], search: str, samples: int, seed: int,
+                metric: str, concurrent: int):  # fmt: skip
+    """Random (and grid) search by Tune's generator, or TPE, their draws seeded by `seed`, at
+    most `concurrent` trials at once, neither training a point of a finite space twice."""
     if search == "random":
         # the limit goes to the generator itself, since Tune ignores max_concurrent_trials next
         # to an explicit BasicVariantGenerator

@@ -58,6 +58,8 @@ class Plan:
     grace_period: int | None = None
     reduction_factor: int = 2
     rank_on: str = "holdout"
+    # the seed of the search's draws; None: run.seed, which also seeds every trial's training
+    search_seed: int | None = None
 
     def parsed(self) -> dict[str, tuple]:
         return {k: S.parse_spec(k, v) for k, v in self.space.items()}
@@ -77,7 +79,8 @@ class Plan:
         if self.scheduler == "asha" and not 1 <= grace < base.train.epochs:
             raise ConfigError(f"--grace-period {grace}: ASHA's first rung must come before the "
                               f"last epoch ({base.train.epochs}); use --scheduler grid")  # fmt: skip
-        return replace(self, samples=samples, grace_period=grace)
+        seed = base.run.seed if self.search_seed is None else self.search_seed
+        return replace(self, samples=samples, grace_period=grace, search_seed=seed)
 
     def trials(self) -> int:
         """Trials the sweep runs: the samples, each over every grid combination (random)."""
@@ -373,7 +376,8 @@ def make_tuner(fn, base: Config, plan: Plan, metric: str, sched, name: str, root
         tune_config=tune.TuneConfig(metric=metric, mode=base.eval.mode, scheduler=sched,
                                     num_samples=plan.samples,
                                     search_alg=make_search(base, plan.parsed(), plan.search,
-                                                           plan.samples, metric, concurrent)),  # fmt: skip
+                                                           plan.samples, plan.search_seed, metric,
+                                                           concurrent)),  # fmt: skip
         run_config=tune.RunConfig(
             name=name, storage_path=root, verbose=2 if verbosity.verbose() else 0,
             failure_config=tune.FailureConfig(max_failures=base.tune.trial_retries),
