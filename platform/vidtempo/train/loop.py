@@ -41,7 +41,6 @@ class Worker:
     driver handed it), its model, optimiser and the lr schedule's clock."""
 
     job: Job
-    cfg: Config
     config_yaml: str  # the resolved config, as every checkpoint and best-K file records it
     rank: int
     world: int
@@ -60,6 +59,10 @@ class Worker:
     epoch_started: float = 0.0  # this epoch's start (perf_counter), for epoch_s
     skipped: list = field(default_factory=list)  # this epoch's undecodable clips, with why
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def cfg(self) -> Config:
+        return self.job.cfg
 
     @property
     def cuda(self) -> bool:

@@ -125,7 +125,7 @@ def setup(job: Job) -> Worker:
     if rank == 0:
         record.placement(job.mlflow_uri, job.mlflow_run_id, nodes, numerics)
     mean, std = norm_tensors(cfg, device)
-    return Worker(job=job, cfg=cfg, config_yaml=config.dump_yaml(cfg), rank=rank, world=world,
+    return Worker(job=job, config_yaml=config.dump_yaml(cfg), rank=rank, world=world,
                   device=device, model=model, ddp=ddp, optimizer=optimizer,
                   trainable=[p for p in model.parameters() if p.requires_grad],
                   probe=TemporalProbe(model),  # TIN offsets/gates, TAM asymmetry (else no hooks)

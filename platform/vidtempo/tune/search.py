@@ -23,26 +23,18 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from vidtempo.config import Config
+from vidtempo.tune import space as S
 
 MAX_POINTS = 10_000  # a finite space larger than this is sampled as before
 REDRAWS = 20  # TPE suggestions of drawn points before a repeat is run after all
 
 
-def finite_values(kind: str, args: list) -> list | None:
-    """The values of a finite, non-grid axis (`choice:`, `randint:`), else None."""
-    if kind == "choice":
-        return list(args)
-    if kind == "randint":
-        return list(range(int(args[0]), int(args[1])))
-    return None
-
-
 def distinct_points(space: dict[str, tuple], samples: int, seed: int) -> list[dict]:
     """Up to `samples` distinct points of a space whose axes are all finite and not grids, in a
     seeded random order; [] for any other space (or one too large to list)."""
-    axes = {key: finite_values(kind, args) for key, (kind, args) in space.items()}
-    if not axes or any(v is None for v in axes.values()):
+    if not space or any(kind not in ("choice", "randint") for kind, _ in space.values()):
         return []
+    axes = {key: S.values_to_check(kind, args) for key, (kind, args) in space.items()}
     size = 1
     for values in axes.values():
         size *= len(values)
