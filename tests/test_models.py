@@ -393,6 +393,39 @@ def test_channels_last_gives_the_same_output():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", C.zoo_names())
+def test_every_zoo_model_takes_a_step_through_the_gpu_path_on_cpu(name):
+    """What a GPU worker does to a model and its input (train/worker.py, loop.py): 2D weights
+    channels_last (3D weights as they are: SlowOnly's and TPN's Conv3d raise on that format),
+    the input channels-innermost, the step under bf16 autocast — here on the CPU, tiny inputs."""
+    import numpy as np
+
+    from vidtempo.train.optim import build_optimizer
+    from vidtempo.train.step import channels_last, norm_tensors, normalise, train_step
+
+    cfg = C.load(name)
+    torch.manual_seed(0)
+    model = channels_last(M.build(cfg).train())
+    dims = {p.dim() for p in model.parameters()}
+    for p in model.parameters():
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last)
+    assert (5 in dims) == ("slowonly" in cfg.model.arch or "tpn" in cfg.model.arch)
+    opt = build_optimizer(model, cfg.optim, cfg.effective_lr)
+    t = cfg.model.num_segments
+    shape = (2, 1, 3, t, 64, 64) if cfg.data.train.format == "NCTHW" else (2, t, 3, 64, 64)
+    mean, std = norm_tensors(cfg, torch.device("cpu"))
+    x = normalise(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), mean, std,
+                  torch.device("cpu"), channels_last=True)  # fmt: skip
+    y, ok = torch.tensor([0, 1]), torch.tensor([True, True])
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    loss = train_step(model, opt, x, y, ok, cfg.optim.grad_clip,
+                      [p for p in model.parameters() if p.requires_grad], bf16=True)  # fmt: skip
+    assert torch.isfinite(loss)
+    after = [p for p in model.parameters() if p.requires_grad]
+    assert sum(not torch.equal(a, b) for a, b in zip(after, before)) > len(before) // 2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["tsm", "tin_r50_1x1x8_40e_sthv1_rgb", "tanet_r50_1x1x8_50e_sthv1_rgb"]

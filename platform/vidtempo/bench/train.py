@@ -20,12 +20,12 @@ def _step(cfg, device, clips, size, frames, bf16):
 
     from vidtempo import models as M
     from vidtempo.train.optim import build_optimizer
-    from vidtempo.train.step import norm_tensors, normalise, train_step
+    from vidtempo.train.step import channels_last, norm_tensors, normalise, train_step
 
     model = M.build(cfg).to(device).train()
     cuda = device.type == "cuda"
     if cuda:
-        model = model.to(memory_format=torch.channels_last)
+        channels_last(model)
     opt = build_optimizer(model, cfg.optim, cfg.optim.lr)
     mean, std = norm_tensors(cfg, device)
     rng = np.random.default_rng(0)

@@ -34,6 +34,17 @@ def normalise(inputs: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device:
     return x
 
 
+def channels_last(model: nn.Module) -> nn.Module:
+    """Every 4-D parameter and buffer (the 2D convolutions' weights) stored NHWC, in place; 5-D
+    ones (SlowOnly's and TPN's 3D convolutions) keep their layout — `model.to(memory_format=
+    torch.channels_last)` raises on them ("required rank 4 tensor"). What the GPU path does."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def masked_cross_entropy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor):
     """Mean cross-entropy over the rows that decoded (bad rows are zeros and do not count;
     every worker still takes the step, so DDP stays in lock-step)."""

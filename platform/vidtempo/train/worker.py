@@ -38,7 +38,7 @@ from vidtempo.train.loop import (
     train_one_epoch,
 )
 from vidtempo.train.optim import build_optimizer
-from vidtempo.train.step import norm_tensors
+from vidtempo.train.step import channels_last, norm_tensors
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def setup(job: Job) -> Worker:
     freeze_partial_bn(model, cfg.model)
     model.to(device)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+        channels_last(model)  # the 2D convolutions' weights; 3D ones as they are
     optimizer = build_optimizer(model, cfg.optim, cfg.effective_lr)
     start_epoch, it, last = 0, 0, {}
     if restored is not None:
