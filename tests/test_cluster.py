@@ -185,6 +185,33 @@ def test_local_storage_or_sqlite_on_many_nodes_fails_at_once(cluster, synthetic_
 
 
 @pytest.mark.ray
+def test_local_imagenet_weights_on_many_nodes_fail_before_any_worker_starts(
+        cluster, synthetic_data, mlflow_server, tmp_path):  # fmt: skip
+    """Every worker reads the ImageNet weights itself: a file of the driver's node is refused on
+    a run that spans nodes (storage and tracking are shared here, so only the weights fail);
+    the same file as a file:// URI every node reaches passes the check."""
+    import torch
+
+    from vidtempo import preflight
+    from vidtempo.train.run import fit, imagenet_weights
+
+    weights = tmp_path / "resnet50.pth"
+    torch.save({}, weights)
+    cfg = cluster_cfg(tmp_path, mlflow_server, "model.pretrained=imagenet")
+    with pytest.raises(ConfigError) as err:
+        fit(cfg, synthetic_data, name="local-weights", imagenet=str(weights))
+    message = str(err.value)
+    assert f"spans {_alive()} nodes" in message
+    assert f"the ImageNet weights {weights} are a file on this node only" in message
+    assert "s3://BUCKET/resnet50.pth" in message and "torchvision://resnet50" in message
+    assert "checkpoints would go" not in message and "MLflow would write" not in message
+    assert not (tmp_path / "runs").exists()  # nothing written
+    shared = imagenet_weights(cfg, f"file://{weights}")
+    assert shared == f"file://{weights}"
+    preflight.check_cluster(cfg, f"file://{tmp_path}", mlflow_server, 2, shared)  # no error
+
+
+@pytest.mark.ray
 def test_a_cluster_without_an_autoscaler_is_checked_as_it_is(cluster, mlflow_server, tmp_path):
     """No autoscaler (nodes started by hand): only the alive nodes count — a run they cannot
     hold, or a decode resource none carries, fails at once (Ray would wait forever)."""

@@ -26,13 +26,14 @@ from vidtempo.ray_session import ensure_ray
 from vidtempo.tracking.store import is_local_uri
 
 
-def before_run(cfg: Config, uri: str | None) -> str:
+def before_run(cfg: Config, uri: str | None, imagenet: str | None = None) -> str:
     """Ray connected, the run placeable, its storage (and the tracking store `uri`, unless
-    None) reachable from every node it spans; returns the storage root."""
+    None, and the ImageNet weights, when given) reachable from every node it spans; returns
+    the storage root."""
     ensure_ray()
     cap, launch = check_resources(cfg)
     root = storage_root(cfg)
-    check_cluster(cfg, root, uri, spans(cap, launch))
+    check_cluster(cfg, root, uri, spans(cap, launch), imagenet)
     if launch:
         capacity.wait_for(Need.for_run(cfg), cap, launch, cfg.run.node_wait_minutes)
     return root
@@ -53,7 +54,8 @@ def spans(cap: Capacity, launch: dict[str, int] | None) -> int:
     return len(cap.alive) + (sum(launch.values()) if launch is not None else 1)
 
 
-def check_cluster(cfg: Config, root: str, uri: str | None, n: int) -> None:
+def check_cluster(cfg: Config, root: str, uri: str | None, n: int,
+                  imagenet: str | None = None) -> None:  # fmt: skip
     """On `n` > 1 nodes, checkpoints and MLflow must live where every node reaches them: fail
     at once (nothing written yet) instead of on a worker of another node later."""
     if n < 2:
@@ -71,6 +73,13 @@ def check_cluster(cfg: Config, root: str, uri: str | None, n: int) -> None:
             "--host 0.0.0.0 --port 5000 --backend-store-uri sqlite:////PATH/mlflow.db` on the "
             "head and set run.mlflow_uri (--mlflow-uri, or VIDTEMPO_MLFLOW_URI) to "
             "http://HEAD_IP:5000"
+        )
+    if imagenet is not None and imagenet_is_local(imagenet):
+        problems.append(
+            f"the ImageNet weights {imagenet} are a file on this node only, and every worker "
+            "reads them from its own disk: pass --imagenet s3://BUCKET/resnet50.pth (or gs://, "
+            "file:/// on a shared mount) after copying the file there, or --imagenet "
+            "torchvision://resnet50 to have each node download torchvision's weights"
         )
     if problems:
         raise ConfigError(f"this run spans {n} nodes, but " + "; and ".join(problems) + ".")
@@ -94,3 +103,9 @@ def check_resources(cfg: Config) -> tuple[Capacity, dict[str, int] | None]:
 
 def placed_now(need: Need, cap: Capacity) -> bool:
     return not any(capacity.shortfall(need, list(cap.alive)))
+
+
+def imagenet_is_local(source: str) -> bool:
+    from vidtempo.models.imagenet import is_local  # torch: only when a run names weights
+
+    return is_local(source)

@@ -3,7 +3,8 @@
     model = vidtempo.models.build(config)                       # random / recipe init
     model = vidtempo.models.build(config, imagenet="resnet50.pth")  # + torchvision weights
 
-Nothing is downloaded: ImageNet weights come from a local torchvision ResNet-50 state dict.
+ImageNet weights are a torchvision ResNet-50 state dict: a file, a URI, or torchvision's
+published weights by name (models/imagenet.py), read on the node that builds the model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from vidtempo.config import Config, ConfigError, ModelConfig
 from vidtempo.models.checkpoint import load_pretrained
 from vidtempo.models.heads import TPNHead, TSMHead
+from vidtempo.models.imagenet import load as imagenet_state
 from vidtempo.models.recognizer import Recognizer2D, Recognizer3D
 from vidtempo.models.resnet import ResNet, load_torchvision_weights
 from vidtempo.models.resnet3d import ResNet3dSlowOnly, load_inflated_weights
@@ -160,7 +162,7 @@ def build(config: Config | ModelConfig, imagenet: str | Path | None = None) -> n
     m = config.model if isinstance(config, Config) else config
     model = BUILDERS[family(m.arch)](m)
     if imagenet is not None:
-        state = torch.load(imagenet, map_location="cpu", weights_only=True)
+        state = imagenet_state(imagenet)  # read on this node: a file, a URI or a torchvision name
         if isinstance(model.backbone, ResNet3dSlowOnly):
             load_inflated_weights(model.backbone, state)
         else:

@@ -26,6 +26,7 @@ from vidtempo.config import Config, ConfigError
 from vidtempo.data import pipeline
 from vidtempo.data.sampling import clip_bytes
 from vidtempo.data.schema import DataError, check_data, check_eval_data
+from vidtempo.models import imagenet
 from vidtempo.preflight import before_run
 from vidtempo.ray_session import CPU_WORKER_ENV
 from vidtempo.tracking import record, store
@@ -108,7 +109,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     imagenet = imagenet_weights(cfg, imagenet)
     name = name or cfg.name
     uri = store.resolve_uri(cfg)
-    root = before_run(cfg, uri)
+    root = before_run(cfg, uri, imagenet)
     if under:
         root = storage.join(root, under)
     run_dir = storage.join(root, name)
@@ -120,7 +121,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
                       {"vidtempo.data": str(data_dir), "vidtempo.run_dir": run_dir, **(tags or {})},
                       parent_run_id)  # fmt: skip
     job = Job(cfg=cfg, name=name, run_dir=run_dir, mlflow_uri=uri, mlflow_run_id=run_id,
-              steps_per_epoch=plan["steps"], imagenet=str(imagenet) if imagenet else None,
+              steps_per_epoch=plan["steps"], imagenet=imagenet,
               verbose=verbosity.verbose(), progress=verbosity.verbose() or not quiet)  # fmt: skip
     datasets = {
         f"{split}_{r}": functools.partial(make_dataset, data_dir, cfg, split, r,
@@ -140,20 +141,23 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
             "metrics": store.get_run(uri, run_id)["metrics"]}  # fmt: skip
 
 
-def imagenet_weights(cfg: Config, imagenet: str | Path | None) -> str | Path | None:
-    """The ImageNet state dict a run starts from: the argument, else VIDTEMPO_IMAGENET, when
-    the recipe asks for one (model.pretrained=imagenet); None when it trains from scratch."""
-    if cfg.model.pretrained == "imagenet" and imagenet is None:
-        imagenet = os.environ.get("VIDTEMPO_IMAGENET")
-        if not imagenet:
-            raise ConfigError(
-                f"{cfg.name} starts from ImageNet weights (model.pretrained=imagenet): pass "
-                "--imagenet PATH to a torchvision ResNet-50 state dict (resnet50-*.pth), set "
-                "VIDTEMPO_IMAGENET, or train from scratch with --set model.pretrained=none"
-            )
-    if imagenet is not None and not Path(imagenet).exists():
-        raise ConfigError(f"ImageNet weights {imagenet} do not exist")
-    return None if cfg.model.pretrained == "none" else imagenet
+def imagenet_weights(cfg: Config, source: str | Path | None) -> str | None:
+    """The ImageNet weights a run starts from, resolved on the driver: the argument, else
+    VIDTEMPO_IMAGENET, when the recipe asks for them (model.pretrained=imagenet); None when it
+    trains from scratch. A torchvision name, a URI (checked: it answers and holds the file) or
+    a local file (checked: it exists; a run spanning nodes refuses it in before_run)."""
+    if cfg.model.pretrained == "none":
+        return None
+    source = source or os.environ.get("VIDTEMPO_IMAGENET")
+    if not source:
+        raise ConfigError(
+            f"{cfg.name} starts from ImageNet weights (model.pretrained=imagenet): pass "
+            "--imagenet torchvision://resnet50 (torchvision's weights, downloaded on each node), "
+            "--imagenet s3://BUCKET/resnet50.pth (a state dict every node reads) or a local "
+            "file on one machine; or set VIDTEMPO_IMAGENET; or train from scratch with "
+            "--set model.pretrained=none"
+        )
+    return imagenet.resolve(source)
 
 
 def epoch_plan(cfg: Config, data_dir: str) -> dict:
