@@ -279,6 +279,54 @@ def test_trials_that_fail_are_retried_by_tune(tmp_path):
     assert tuner._local_tuner._run_config.failure_config.max_failures == 3
 
 
+@pytest.mark.ray
+def test_a_trial_is_handed_the_drivers_storage_and_tracking_not_its_nodes_environment(
+        ray_session, synthetic_data, tmp_path, monkeypatch):  # fmt: skip
+    """VIDTEMPO_STORAGE and VIDTEMPO_MLFLOW_URI set in the driver alone (as a cluster's head
+    shell sets them), after Ray started, so no trial process inherits them: the trial still
+    checkpoints under the driver's root and logs to the driver's store, because the driver
+    resolves both into the config each trial is handed."""
+    from vidtempo import tracking
+    from vidtempo.tune.sweep import sweep
+
+    uri = f"sqlite:///{tmp_path / 'driver.db'}"
+    monkeypatch.setenv("VIDTEMPO_STORAGE", str(tmp_path / "driver-runs"))
+    monkeypatch.setenv("VIDTEMPO_MLFLOW_URI", uri)
+    cfg = config.load("tin_r18_synthetic", ["train.epochs=1", "train.min_steps=null",
+                                            "schedule.warmup_epochs=0",
+                                            "run.batch_per_worker=4", "run.num_workers=1",
+                                            "run.experiment=trial-settings"])  # fmt: skip
+    out = sweep(cfg, synthetic_data, Plan(space={"optim.lr": "choice:0.02"}, samples=1,
+                                          scheduler="grid"), name="own")  # fmt: skip
+    assert out["rows"][0]["status"] == "done"
+    trials = tmp_path / "driver-runs" / "sweeps" / "own" / "trials"
+    assert [d.name.startswith("own-") for d in trials.iterdir()] == [True]
+    child = next(r for r in tracking.runs(uri, "trial-settings")
+                 if r["tags"].get("vidtempo.sweep") == "own" and "holdout/top1" in r["metrics"])  # fmt: skip
+    assert child["params"]["run.storage_path"] == str(tmp_path / "driver-runs")
+    assert child["params"]["run.mlflow_uri"] == uri
+
+
+def test_the_printed_final_command_carries_every_flag_the_sweep_was_given():
+    import argparse
+
+    from vidtempo.cli.train import tune_command
+
+    args = argparse.Namespace(config="tin_r50_1x1x8_40e_sthv1_rgb", data="s3://b/data/sthv1",
+                              workers=8, imagenet="s3://b/resnet50.pth", storage="s3://b/runs",
+                              mlflow_uri="http://head:5000", experiment=None, decode_on="decode",
+                              node_wait=30.0, gpu=True, verbose=False,
+                              overrides=["train.epochs=2", "optim.lr=0.01"])  # fmt: skip
+    cmd = tune_command(args, "sthv1-sweep")
+    assert cmd[:7] == ["vidtempo", "tune", "tin_r50_1x1x8_40e_sthv1_rgb", "--data",
+                       "s3://b/data/sthv1", "--name", "sthv1-sweep"]  # fmt: skip
+    for flag, value in (("--imagenet", "s3://b/resnet50.pth"), ("--workers", "8"),
+                        ("--decode-on", "decode"), ("--node-wait", "30.0"),
+                        ("--storage", "s3://b/runs"), ("--mlflow-uri", "http://head:5000")):  # fmt: skip
+        assert cmd[cmd.index(flag) + 1] == value
+    assert "--gpu" in cmd and cmd.count("--set") == 2
+
+
 def test_the_scaling_rule_preset_reports_the_best_effective_lr_per_global_batch():
     from vidtempo.tune import report
 

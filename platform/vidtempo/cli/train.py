@@ -4,6 +4,7 @@ options of the jobs/ entry points (`add_run_arguments`, `add_tune_arguments`).""
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from vidtempo import config as C
 from vidtempo.cli.common import (
@@ -49,8 +50,10 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None,
                    help="dotted config override, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (run.num_workers)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (run.use_gpu)")
-    p.add_argument("--imagenet", default=None, help="torchvision ResNet-50 state dict for "
-                   "model.pretrained=imagenet (or VIDTEMPO_IMAGENET)")  # fmt: skip
+    p.add_argument("--imagenet", default=None, metavar="SOURCE", help="ImageNet ResNet-50 "
+                   "weights for model.pretrained=imagenet: torchvision://resnet50 (downloaded "
+                   "on each node), a URI every node reads (s3://BUCKET/resnet50.pth) or, on one "
+                   "machine, a local file (or VIDTEMPO_IMAGENET)")  # fmt: skip
     p.add_argument("--storage", default=None, help="checkpoint root: a path or s3://, gs:// URI")
     p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: SQLite under "
                    "the project, or VIDTEMPO_MLFLOW_URI)")  # fmt: skip
@@ -191,18 +194,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"MLflow run {res['mlflow_run_id']}")
     elif out.get("best") and out["plan"].rank_on == "holdout":
         print(f"the number to report: the best config on all of train/, tested on val/:\n"
-              f"  {' '.join(tune_command(args, name))} --resume --final")  # fmt: skip
+              f"  {shlex.join(tune_command(args, name))} --resume --final")  # fmt: skip
     return 0
 
 
 def tune_command(args: argparse.Namespace, name: str) -> list[str]:
-    """The command that resumes sweep `name` as this one was started (config, data, sets)."""
+    """The command that resumes sweep `name` as this one was started: config, data, every run
+    flag given (ImageNet weights, decode nodes, node wait, …) and the --set items."""
     cmd = ["vidtempo", "tune", args.config, "--data", str(args.data), "--name", name]
-    for flag in ("workers", "storage", "mlflow_uri", "experiment"):
+    for flag in ("workers", "imagenet", "storage", "mlflow_uri", "experiment", "decode_on",
+                 "node_wait"):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(value)]
     cmd += ["--gpu"] if args.gpu else []
+    cmd += ["--verbose"] if getattr(args, "verbose", False) else []
     for item in args.overrides:
         cmd += ["--set", item]
     return cmd

@@ -36,7 +36,7 @@ from vidtempo.config import Config, ConfigError
 from vidtempo.data.schema import check_data
 from vidtempo.preflight import before_run, storage_root
 from vidtempo.tracking import record, store
-from vidtempo.train.run import epoch_plan, fit
+from vidtempo.train.run import epoch_plan, fit, imagenet_weights
 from vidtempo.tune import report
 from vidtempo.tune import space as S
 from vidtempo.tune.search import make_search
@@ -249,13 +249,16 @@ def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: st
               f"{base.train.val_interval}): train.val_interval=1", flush=True)  # fmt: skip
         base = config.override(base, {"train.val_interval": 1}, "the sweep")
     data_dir = storage.normalize(data_dir)  # a local path or a URI
-    uri = store.resolve_uri(base)
+    settled = driver_settings(base)  # what a trial would otherwise read from its node
+    base = config.override(base, settled, "the sweep's driver")
+    uri = settled["run.mlflow_uri"]
+    imagenet = imagenet_weights(base, imagenet)
     name = name or f"tune-{base.name}"
-    root = storage.join(storage_root(base), "sweeps")
+    root = storage.join(settled["run.storage_path"], "sweeps")
     sweep_dir = storage.join(root, name)
     state = read_state(sweep_dir, name, resume)
     if resume:
-        base = resumed_base(base, state, name)
+        base = config.override(resumed_base(base, state, name), settled, "the sweep's driver")
         plan = Plan(**state["plan"])  # what it was started with; a space given now is not used
         print(f"[{name}] resuming: {plan.search} search over {', '.join(plan.space)} "
               f"({plan.trials()} trials), {plan.scheduler}, ranked on {plan.rank_on}", flush=True)  # fmt: skip
@@ -266,7 +269,7 @@ def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: st
     S.check(base, space)  # bad keys and values fail here, before any trial starts
     check_data(base, data_dir)
     models.check(base)
-    before_run(base, uri)
+    before_run(base, uri, imagenet)
     metric = ranked_metric(base, plan.rank_on)
     concurrent = concurrent_trials(base)
     costs = budget_of(base, data_dir, plan, concurrent, clips_per_s)
@@ -305,6 +308,14 @@ def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: st
     return {**out, "plan": plan, "budget": costs, "metric": metric}
 
 
+def driver_settings(base: Config) -> dict:
+    """The checkpoint root and tracking URI as this driver resolves them (the recipe's, else
+    VIDTEMPO_STORAGE / VIDTEMPO_MLFLOW_URI, else this machine's defaults), written into the
+    config every trial is handed: a trial runs on any node, whose environment is not the
+    driver's (design.md, "Nodes share nothing")."""
+    return {"run.storage_path": storage_root(base), "run.mlflow_uri": store.resolve_uri(base)}
+
+
 def read_state(sweep_dir: str, name: str, resume: bool) -> dict:
     """What the sweep folder says: {"parent_run_id", "plan"} of the sweep to resume; {} for a
     new one. A new sweep over an existing name, or a resume of none, fails before anything."""
@@ -325,7 +336,8 @@ def resumed_base(base: Config, state: dict, name: str) -> Config:
     if "base" not in state:
         return base
     saved = config.from_dict(state["base"], f"sweep {name}'s config")
-    ignored = [k for k in config.diff(saved, base) if k != "train.val_interval"]
+    ignored = [k for k in config.diff(saved, base)
+               if k not in ("train.val_interval", "run.storage_path", "run.mlflow_uri")]
     if ignored:
         print(f"[{name}] resuming with the config it was started with; not applied: "
               f"{', '.join(ignored[:8])}{' …' if len(ignored) > 8 else ''}", flush=True)  # fmt: skip
@@ -456,13 +468,15 @@ def final(base: Config, data_dir: str | Path, name: str, imagenet: str | None = 
     """The number a sweep reports: its best trial's values on this recipe, trained on all of
     train/ and evaluated on val/ with the zoo's test protocol, as run `<sweep>-final` (the run
     `zoo compare` puts beside the zoo; it leaves the trials out)."""
-    sweep_dir = storage.join(storage_root(base), "sweeps", name)
+    base = config.override(base, driver_settings(base), "the sweep's driver")
+    sweep_dir = storage.join(base.run.storage_path, "sweeps", name)
     state = read_state(sweep_dir, name, resume=True)
     if "best_params" not in state:
         raise FileNotFoundError(f"sweep '{name}' has no best trial yet: let it finish "
                                 "(--resume) before its final run")  # fmt: skip
     cfg = config.override(resumed_base(base, state, name), state["best_params"],
                           f"sweep {name}'s best trial")  # fmt: skip
+    cfg = config.override(cfg, driver_settings(base), "the sweep's driver")
     cfg = config.override(cfg, {"train.val_interval": base.train.val_interval}, "the recipe")
     tags = {"vidtempo.sweep": name, "vidtempo.kind": "sweep-final",
             "vidtempo.sweep_parent_run_id": state["parent_run_id"],
