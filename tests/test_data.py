@@ -540,3 +540,62 @@ def test_synthetic_clips_decode_to_the_same_pixels_every_time_and_backwards():
     backwards = synthetic.render(11, np.random.default_rng([3, 0]), frames=16, size=40)
     assert torch.equal(decode_video(synthetic.encode_mp4(backwards), idx), first.flip(0))
     assert (first.permute(0, 2, 3, 1).int() - torch.from_numpy(clip).int()).abs().float().mean() < 3
+
+
+def _sthv1_as_distributed(tmp_path, videos=3, frames=4):
+    """A miniature Something-Something V1 as distributed: rawframes/<id>/00001.jpg, MMAction2's
+    list, the 174-name label file in annotations/ beside the list."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for v in range(videos):
+        folder = tmp_path / "rawframes" / str(1000 + v)
+        folder.mkdir(parents=True)
+        for i in range(frames):
+            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+                folder / f"{i + 1:05}.jpg")
+        lines.append(f"{1000 + v} {frames} {v}")
+    (tmp_path / "sthv1_train_list_rawframes.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "annotations").mkdir()
+    names = [f"Doing thing {i}" for i in range(174)]
+    (tmp_path / "annotations" / "something-something-v1-labels.csv").write_text("\n".join(names))
+    return names
+
+
+def test_a_dataset_name_sets_its_layout_as_distributed_and_a_flag_still_wins(tmp_path, capsys):
+    from vidtempo import cli
+
+    names = _sthv1_as_distributed(tmp_path)
+    args = ["prepare", "rawframes", "--dataset", "sthv1", "--split", "train",
+            "--list", str(tmp_path / "sthv1_train_list_rawframes.txt"),
+            "--root", str(tmp_path / "rawframes"), "--workers", "1"]  # fmt: skip
+    assert cli.main([*args, "--out", str(tmp_path / "out")]) == 0
+    m = read_manifest(tmp_path / "out")
+    assert m["num_videos"] == 3 and m["num_quarantined"] == 0 and m["classes"] == names
+    assert "something-something-v1-labels.csv (sthv1's label file)" in capsys.readouterr().out
+    # an explicit template wins, and one that matches no frame stops before anything is written
+    assert cli.main([*args, "--out", str(tmp_path / "bad"), "--filename-tmpl", "img_{:05}.jpg"]) == 2
+    err = capsys.readouterr().err
+    assert "match nothing" in err and "Looked for " in err and "1000/img_00001.jpg" in err
+    assert "holds 00001.jpg, 00002.jpg, 00003.jpg, 00004.jpg (4 entries)" in err
+    assert not (tmp_path / "bad").exists()
+    # a root that is not the frames' folder
+    assert cli.main([*args[:-4], "--root", str(tmp_path), "--workers", "1",
+                     "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"{tmp_path / '1000'} does not exist" in err and "rawframes" in err
+
+
+def test_class_names_in_every_distributed_form():
+    from vidtempo.data.layouts import layout, parse_class_names
+
+    assert parse_class_names("b\na\n", "x") == ["b", "a"]
+    assert parse_class_names("1 ApplyEyeMakeup\n2 ApplyLipstick\n", "classInd.txt") == [
+        "ApplyEyeMakeup", "ApplyLipstick"]  # fmt: skip
+    assert parse_class_names('{"Pushing b": "1", "Holding a": "0"}', "labels.json") == [
+        "Holding a", "Pushing b"]  # fmt: skip
+    with pytest.raises(DataError, match="indices"):
+        parse_class_names('{"a": "0", "b": "2"}', "labels.json")
+    assert (layout("sthv1").filename_tmpl, layout("sthv2").filename_tmpl) == ("{:05}.jpg", "img_{:05}.jpg")
+    assert layout("my-own").filename_tmpl == "img_{:05}.jpg"

@@ -27,9 +27,13 @@ def add_prepare(sub) -> None:
                         "to: a local path or a URI (s3://BUCKET/kinetics400/videos)")  # fmt: skip
         pp.add_argument("--out", required=True, help="the shard directory to write (one split): "
                         "a local path or a URI (s3://BUCKET/data/k400/train)")  # fmt: skip
-        pp.add_argument("--dataset", required=True, help="dataset name, e.g. sthv1, kinetics400")
+        pp.add_argument("--dataset", required=True, help="sthv1, sthv2, kinetics400, "
+                        "kinetics600, ucf101 (their layout as distributed sets the frame "
+                        "template, start index and label file; a flag given wins) or any name")  # fmt: skip
         pp.add_argument("--split", required=True, help="train, val or test")
-        pp.add_argument("--classes", default=None, help="class names, one per line, in label order")
+        pp.add_argument("--classes", default=None, help="class names in label order: one per "
+                        "line, `index name` lines or a JSON name → index (default: the "
+                        "dataset's label file beside the list, if there)")  # fmt: skip
         pp.add_argument(
             "--short-side", type=int, default=None, help="resize frames to this short side"
         )
@@ -41,8 +45,11 @@ def add_prepare(sub) -> None:
             "--timeout", type=float, default=120.0, help="seconds per video before quarantine"
         )
         if kind == "rawframes":
-            pp.add_argument("--filename-tmpl", default="img_{:05}.jpg")
-            pp.add_argument("--start-index", type=int, default=1)
+            pp.add_argument("--filename-tmpl", default=None, help="frame file names "
+                            "(default: the dataset's: '{:05}.jpg' for sthv1, else "
+                            "'img_{:05}.jpg')")  # fmt: skip
+            pp.add_argument("--start-index", type=int, default=None,
+                            help="the first frame's number (default: the dataset's, 1)")
         else:
             pp.add_argument("--storage", choices=["video", "frames"], default="video",
                             help="keep the container bytes (video) or store JPEG frames")  # fmt: skip
@@ -103,7 +110,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                        workers=workers, timeout=args.timeout,
                        node_wait_minutes=args.node_wait or C.RunConfig.node_wait_minutes)  # fmt: skip
         if args.prepare_command == "rawframes":
-            opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
+            from vidtempo.data.layouts import layout
+
+            known = layout(args.dataset)  # the dataset as distributed, unless a flag says
+            opts.filename_tmpl = args.filename_tmpl or known.filename_tmpl
+            opts.start_index = known.start_index if args.start_index is None else args.start_index
             m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,
                                           args.ray, args.decode_on)  # fmt: skip
         else:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from vidtempo import storage
 from vidtempo.config import RunConfig
 from vidtempo.data import convert_worker
+from vidtempo.data.layouts import parse_class_names
 from vidtempo.data.schema import MANIFEST, QUARANTINE, SCHEMA_VERSION, DataError, schema_for
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -63,7 +64,8 @@ def read_text(location: str | Path) -> str:
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    """Class names in label order: one per line, `index name` lines or a JSON name → index."""
+    return parse_class_names(read_text(path), storage.where(path))
 
 
 def rawframe_jobs(list_file: str | Path, root: str | Path, opts: Options) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vidtempo import storage
 from vidtempo.data import convert as conv
-from vidtempo.data import synthetic
+from vidtempo.data import layouts, synthetic
 from vidtempo.data.schema import MANIFEST
 
 
@@ -18,7 +18,20 @@ def _classes(opts: conv.Options, jobs: list[dict], classes_file: str | None) -> 
     if opts.classes:
         return opts.classes
     top = max((j["label"] for j in jobs), default=-1)
+    if opts.progress:
+        print(f"no class-name file (--classes): the {top + 1} classes are named by their "
+              "labels 0, 1, …", flush=True)  # fmt: skip
     return [str(i) for i in range(top + 1)]
+
+
+def _class_file(opts: conv.Options, list_file, classes_file: str | None) -> str | None:
+    """--classes, else the dataset's own label file beside the list (data/layouts.py)."""
+    if classes_file:
+        return classes_file
+    found = layouts.class_file(opts.dataset, str(list_file))
+    if found and opts.progress:
+        print(f"class names: {storage.where(found)} ({opts.dataset}'s label file)", flush=True)
+    return found
 
 
 def _runner(root, ray_address: str | None, decode_resource: str | None):
@@ -39,8 +52,9 @@ def prepare_rawframes(list_file, root, opts: conv.Options, classes_file: str | N
     root = storage.normalize(root)
     storage.check_reachable(root, "inputs")
     jobs = conv.rawframe_jobs(list_file, root, opts)
+    layouts.check_matches(jobs, root, str(list_file))
     opts.storage = "frames"
-    opts.classes = _classes(opts, jobs, classes_file)
+    opts.classes = _classes(opts, jobs, _class_file(opts, list_file, classes_file))
     source = {"kind": "rawframes", "list": storage.normalize(list_file), "root": root}
     return conv.convert(jobs, opts, source, _runner(root, ray_address, decode_resource))
 
@@ -50,9 +64,11 @@ def prepare_videos(list_file, root, opts: conv.Options, classes_file: str | None
     """Videos under `root` (a folder or a URI) → shards in opts.out (a folder or a URI)."""
     root = storage.normalize(root)
     storage.check_reachable(root, "inputs")
+    classes_file = _class_file(opts, list_file, classes_file)
     if classes_file:
         opts.classes = conv.read_class_names(classes_file)
     jobs, classes = conv.video_jobs(list_file, root, opts)
+    layouts.check_matches(jobs, root, str(list_file))
     opts.classes = classes or _classes(opts, jobs, None)
     source = {"kind": "videos", "list": storage.normalize(list_file), "root": root}
     return conv.convert(jobs, opts, source, _runner(root, ray_address, decode_resource))
