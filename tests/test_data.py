@@ -599,3 +599,47 @@ def test_class_names_in_every_distributed_form():
         parse_class_names('{"a": "0", "b": "2"}', "labels.json")
     assert (layout("sthv1").filename_tmpl, layout("sthv2").filename_tmpl) == ("{:05}.jpg", "img_{:05}.jpg")
     assert layout("my-own").filename_tmpl == "img_{:05}.jpg"
+
+
+def test_each_ranks_stream_is_built_beside_its_worker(ray_session, synthetic_data):
+    """Ray Train hands OwnDataOptions the builders; each rank's dataset is built with its
+    worker's node, and its decode tasks ask for that node (soft: elsewhere while it has no CPU
+    free) — not with run.decode_resource, whose nodes decode."""
+    from vidtempo import config as C
+    from vidtempo.data import pipeline
+    from vidtempo.train.run import OwnDataOptions
+
+    cfg = C.load("tin_r18_synthetic")
+    asked = {}
+
+    def builder(name):
+        return lambda near: asked.setdefault(name, near) and ray_session.data.from_items([{"a": 1}])
+
+    its = OwnDataOptions().configure({"train_0": builder("train_0"), "val_1": builder("val_1")}, 2,
+                                     None, ["node-a", "node-b"])  # fmt: skip
+    assert asked == {"train_0": "node-a", "val_1": "node-b"} and len(its) == 2
+    here = ray_session.get_runtime_context().get_node_id()
+
+    def strategy(c):
+        ds = pipeline.build(synthetic_data / "val", c, "val", near=here)
+        return ds._logical_plan.dag.ray_remote_args.get("scheduling_strategy")
+
+    s = strategy(cfg)
+    assert (s.node_id, s.soft, s._spill_on_unavailable) == (here, True, True)
+    assert strategy(C.override(cfg, {"run.decode_resource": "decode"})) is None
+
+
+def test_gpu_workers_decode_with_their_nodes_cpus_unless_the_recipe_says(monkeypatch):
+    from vidtempo import capacity, preflight
+    from vidtempo import config as C
+
+    gpu8 = capacity.NodeType("gpu8", {"CPU": 96.0, "GPU": 8.0}, 4)
+    monkeypatch.setattr(preflight, "ensure_ray", lambda *a: None)
+    monkeypatch.setattr(capacity, "read", lambda: capacity.Capacity(alive=({"CPU": 8.0},),
+                                                                    types=(gpu8,), max_workers=4))  # fmt: skip
+    cfg = C.load("tin_r50_1x1x8_40e_sthv1_rgb", ["run.use_gpu=true"])
+    assert cfg.run.data_cpus_per_worker is None
+    assert preflight.settle(cfg).run.data_cpus_per_worker == 11  # 96 CPUs / 8 GPUs, less one
+    assert preflight.settle(C.override(cfg, {"run.use_gpu": False})).run.data_cpus_per_worker == 1
+    assert preflight.settle(C.override(cfg, {"run.decode_resource": "decode"})).run.data_cpus_per_worker == 1
+    assert preflight.settle(C.override(cfg, {"run.data_cpus_per_worker": 3})).run.data_cpus_per_worker == 3

@@ -80,8 +80,9 @@ class Need:
     def for_run(cfg) -> Need:
         r = cfg.run
         bundle = {"CPU": r.cpus_per_worker, **({"GPU": 1.0} if r.use_gpu else {})}
+        data = 1.0 if r.data_cpus_per_worker is None else r.data_cpus_per_worker  # unsettled
         return Need(bundles=(bundle,) * r.num_workers, strategy=r.placement_strategy,
-                    data_cpus=r.num_workers * r.data_cpus_per_worker, decode=r.decode_resource,
+                    data_cpus=r.num_workers * data, decode=r.decode_resource,
                     what=f"{r.num_workers} workers")  # fmt: skip
 
     def times(self, k: int) -> Need:
@@ -154,6 +155,14 @@ def shortfall(need: Need, nodes: list[dict]) -> tuple[float, float, float]:
         data_have = sum(n.get("CPU", 0) for n in nodes if n.get(need.decode, 0) > 0)
         cpus_short += max(0.0, need.data_cpus - data_have)
     return (decode, float(unplaced), round(cpus_short, 6))
+
+
+def cpus_per_gpu(cap: Capacity) -> float | None:
+    """CPUs per GPU of the nodes GPU workers land on — the alive GPU nodes and the GPU node types
+    the autoscaler may launch (the smallest ratio: the run fits on any of them); None: no GPUs."""
+    shapes = [n for n in cap.alive if n.get("GPU")]
+    shapes += [t.resources for t in cap.types if t.resources.get("GPU")]
+    return min((s.get("CPU", 0.0) / s["GPU"] for s in shapes), default=None)
 
 
 @dataclass(frozen=True)

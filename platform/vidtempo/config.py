@@ -208,8 +208,10 @@ class RunConfig:
     batch_per_worker: int | None = None  # None: train.videos_per_gpu
     use_gpu: bool = False
     cpus_per_worker: float = 1.0  # CPUs each training worker reserves
-    # CPUs each worker's data pipeline may use for decoding (Ray Data tasks); fractions allowed
-    data_cpus_per_worker: float = 1.0
+    # CPUs each worker's data pipeline may use for decoding (Ray Data tasks); fractions allowed.
+    # null: 1 on CPU workers; with use_gpu, from the GPU nodes (their CPUs over their GPUs, less
+    # the worker's own), and 1 with decode_resource (the decode nodes') — preflight.settle
+    data_cpus_per_worker: float | None = None
     seed: int = 0
     storage_path: str | None = None  # None: <project>/runs; a URI or shared path on clusters
     experiment: str = "vidtempo"
@@ -450,7 +452,8 @@ def check_ranges(cfg: Config, where: str = "<config>") -> None:
         ("run.batch_per_worker", r.batch_per_worker,
          r.batch_per_worker is None or r.batch_per_worker >= 1, ">= 1 or null"),
         ("run.cpus_per_worker", r.cpus_per_worker, r.cpus_per_worker > 0, "> 0"),
-        ("run.data_cpus_per_worker", r.data_cpus_per_worker, r.data_cpus_per_worker > 0, "> 0"),
+        ("run.data_cpus_per_worker", r.data_cpus_per_worker,
+         r.data_cpus_per_worker is None or r.data_cpus_per_worker > 0, "> 0 or null"),
         ("run.keep_last", r.keep_last, r.keep_last >= 1, ">= 1 (resume needs the last one)"),
         ("run.keep_best", r.keep_best, r.keep_best >= 0, ">= 0"),
         ("run.max_failures", r.max_failures, r.max_failures >= 0, ">= 0"),

@@ -30,7 +30,7 @@ import ray
 
 from vidtempo import capacity, storage
 from vidtempo.config import Config, ConfigError
-from vidtempo.preflight import check_cluster, spans, storage_root
+from vidtempo.preflight import check_cluster, settle, spans, storage_root
 from vidtempo.ray_session import ensure_ray
 from vidtempo.tracking import store
 
@@ -191,6 +191,7 @@ def check(cfg: Config, working: str | Path | None = None, address: str | None = 
                 "list big folders (data, runs, .git) in .gitignore or .rayignore"
             )
     ensure_ray(address)
+    cfg = settle(cfg)  # the decode CPUs a run of it would ask for on this cluster
     root, uri = storage_root(cfg), store.resolve_uri(cfg)
     cap, need = capacity.read(), capacity.Need.for_run(cfg)
     launch = cap.plan(need)

@@ -10,17 +10,19 @@ written, with what to change.
   alive nodes, or on a cluster with an autoscaler those it can add (vidtempo.capacity): then
   `before_run` asks for them and waits (run.node_wait_minutes) before anything is written.
 - `check_cluster`: on several nodes, checkpoints and MLflow are not files of one node.
+- `settle`: the settings that depend on the cluster (the decode CPUs of GPU workers).
 - `storage_root`: where checkpoints go (the shard folders a run reads: data/schema.py).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from vidtempo import capacity
 from vidtempo.capacity import Capacity, Need, ResourceError
-from vidtempo.config import Config, ConfigError
+from vidtempo.config import Config, ConfigError, override
 from vidtempo.machine import home
 from vidtempo.ray_session import ensure_ray
 from vidtempo.tracking.store import is_local_uri
@@ -37,6 +39,23 @@ def before_run(cfg: Config, uri: str | None, imagenet: str | None = None) -> str
     if launch:
         capacity.wait_for(Need.for_run(cfg), cap, launch, cfg.run.node_wait_minutes)
     return root
+
+
+def settle(cfg: Config) -> Config:
+    """The run's settings that depend on the cluster, fixed before anything is written (the
+    config every worker, trial and checkpoint records): run.data_cpus_per_worker when the recipe
+    leaves it null — with GPU workers decoding beside them, each GPU node's CPUs over its GPUs
+    less the worker's own (a p4d.24xlarge: 96 / 8 - 1 = 11); otherwise 1."""
+    r = cfg.run
+    if r.data_cpus_per_worker is not None:
+        return cfg
+    cpus = 1.0
+    if r.use_gpu and not r.decode_resource:
+        ensure_ray()
+        ratio = capacity.cpus_per_gpu(capacity.read())
+        if ratio:
+            cpus = max(1.0, math.floor(ratio - r.cpus_per_worker))
+    return override(cfg, {"run.data_cpus_per_worker": cpus}, "the cluster's nodes")
 
 
 def storage_root(cfg: Config) -> str:

@@ -12,11 +12,13 @@ and seeded, and a per-epoch order), so a worker streams every epoch from one
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from vidtempo import storage
 from vidtempo.capacity import DECODE_SHARE
@@ -178,6 +180,7 @@ def build(
     world: int = 1,
     repeats: int = 1,
     holdout: float = 0.0,
+    near: str | None = None,
 ) -> ray.data.Dataset:
     """Worker `rank`'s dataset of one split (see `plan`): `train` augments with the train
     pipeline over `epochs`; `val` and `test` run those pipelines once, in order. `data_dir`
@@ -186,7 +189,8 @@ def build(
     run.data_cpus_per_worker unless given. `holdout`: `data_dir` is train/, of which `train`
     streams all but that fraction and `val` the held-out videos (see `plan`)."""
     seed = cfg.run.seed if seed is None else seed
-    data_cpus = cfg.run.data_cpus_per_worker if data_cpus is None else data_cpus
+    if data_cpus is None:  # the run's (settled on the driver: preflight.settle), else 1
+        data_cpus = cfg.run.data_cpus_per_worker or 1.0
     manifest = read_manifest(data_dir)
     check_classes(manifest, cfg, data_dir)
     kind = manifest["storage"]  # frames or video
@@ -223,18 +227,31 @@ def build(
     # sample → decode → augment, fused with the read of each unit; a transform is cheap to
     # build, so plain tasks do it (no actor pool holding CPUs while idle)
     transform = VideoTransform(pipe, cfg.data, kind, seed, 0, backend)
-    # with run.decode_resource, on the nodes that carry it (CPU-only decode nodes); the clips
-    # leave them as uint8 (`transform.shape` bytes each) for the training workers
-    placement = {"resources": {cfg.run.decode_resource: DECODE_SHARE}} if cfg.run.decode_resource else {}
-    ds = ds.map_batches(
-        ReadRowGroups(transform, columns),
-        batch_size=per_task,
-        batch_format="numpy",
-        num_cpus=min(1.0, data_cpus) if data_cpus else 1,
-        **placement,
-    )
+    placement = decode_placement(cfg, near)
+    with warnings.catch_warnings():  # Ray 2.60 names no parameter for a scheduling strategy
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(
+            ReadRowGroups(transform, columns),
+            batch_size=per_task,
+            batch_format="numpy",
+            num_cpus=min(1.0, data_cpus) if data_cpus else 1,
+            **placement,
+        )
     read_ahead(ds, sum(u["rows"] for u in units) * sample_bytes, sample_bytes, world, bounded=train)
     return ds
+
+
+def decode_placement(cfg: Config, near: str | None) -> dict:
+    """Where the decode tasks run. With run.decode_resource, on the nodes that carry it (CPU-only
+    decode nodes), whence the clips leave as uint8 for the training workers; else beside their
+    consumer, the worker on node `near`, elsewhere only while that node has no CPU free (Ray
+    Data's default, SPREAD, sent them to any node of the cluster)."""
+    if cfg.run.decode_resource:
+        return {"resources": {cfg.run.decode_resource: DECODE_SHARE}}
+    if near:
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(
+            near, soft=True, _spill_on_unavailable=True)}  # fmt: skip
+    return {}
 
 
 def read_ahead(ds: ray.data.Dataset, stream_bytes: int, sample_bytes: int, world: int,

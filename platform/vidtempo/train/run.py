@@ -27,7 +27,7 @@ from vidtempo.data import pipeline
 from vidtempo.data.sampling import clip_bytes
 from vidtempo.data.schema import DataError, check_data, check_eval_data
 from vidtempo.models import imagenet
-from vidtempo.preflight import before_run
+from vidtempo.preflight import before_run, settle
 from vidtempo.ray_session import CPU_WORKER_ENV
 from vidtempo.tracking import record, store
 from vidtempo.train import checkpoint as ckpt
@@ -41,20 +41,33 @@ RESUMABLE_CHANGES = {"run.node_wait_minutes"}
 
 
 class OwnDataOptions(ray.train.DataConfig):
-    """Every worker reads each dataset whole, with the execution options its factory gave it.
+    """Every worker reads its own datasets (`<split>_<rank>`, pipeline.plan), built here once
+    Ray Train has placed the workers, so that each one's decode tasks run beside the worker that
+    consumes them (on its node unless that node has no CPU free; not with run.decode_resource,
+    whose nodes decode), with the execution options the builder gives them.
 
-    pipeline.build sets them on each dataset: preserve_order (so a seed reproduces the order
-    of the clips, hence the run), the data CPU budget and the training stream's read-ahead
-    bound. Ray Train's own DataConfig overwrites a dataset's options with those of the
-    DataContext of the process that configures the data (the Train controller, which has
-    none of them): the stream then came in completion order and read ahead without bound."""
+    What Ray Train hands `configure` is what the trainer's dataset factories return: here the
+    builders themselves (make_trainer), called with the worker's node. pipeline.build sets the
+    options on each dataset: preserve_order (so a seed reproduces the order of the clips, hence
+    the run), the data CPU budget and the training stream's read-ahead bound. Ray Train's own
+    DataConfig overwrites a dataset's options with those of the DataContext of the process that
+    configures the data (the Train controller, which has none of them): the stream then came in
+    completion order and read ahead without bound."""
 
     def __init__(self) -> None:
         super().__init__(datasets_to_split=[])
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-        return [{name: ds.iterator() for name, ds in datasets.items()}
-                for _ in range(world_size)]  # fmt: skip
+        built = {}
+        for name, build in datasets.items():
+            rank = int(name.rsplit("_", 1)[1])
+            built[name] = build(near=worker_node_ids[rank] if worker_node_ids else None)
+        return [{name: ds.iterator() for name, ds in built.items()} for _ in range(world_size)]
+
+
+def _builder(build):
+    """A dataset factory for Ray Train that returns the builder (OwnDataOptions builds)."""
+    return build
 
 
 def worker_runtime_env(cfg: Config) -> dict:
@@ -74,9 +87,11 @@ def scaling(cfg: Config) -> ray.train.ScalingConfig:
 
 
 def make_dataset(data_dir: str, cfg: Config, split: str, rank: int, world: int,
-                 run_dir: str, backend: str = "decord", repeats: int = 1):  # fmt: skip
-    """Dataset factory, called by Ray Train each time the workers (re)start: training streams
-    from the first epoch after the checkpoint the workers restore."""
+                 run_dir: str, backend: str = "decord", repeats: int = 1,
+                 near: str | None = None):  # fmt: skip
+    """Rank `rank`'s dataset of `split`, built each time the workers (re)start (OwnDataOptions;
+    `near`: the worker's node): training streams from the first epoch after the checkpoint the
+    workers restore."""
     holdout = cfg.data.holdout
     if split == "train":
         start = ckpt.restored_epochs(run_dir)
@@ -84,11 +99,13 @@ def make_dataset(data_dir: str, cfg: Config, split: str, rank: int, world: int,
             return ray.data.from_items([{"epoch": 0}])  # nothing left to train; never read
         return pipeline.build(storage.join(data_dir, "train"), cfg, "train",
                               epochs=range(start, cfg.train.epochs), backend=backend,
-                              rank=rank, world=world, repeats=repeats, holdout=holdout)  # fmt: skip
+                              rank=rank, world=world, repeats=repeats, holdout=holdout,
+                              near=near)  # fmt: skip
     if holdout:  # validation on the held-out part of train/ (val/ is not read)
         return pipeline.build(storage.join(data_dir, "train"), cfg, "val", backend=backend,
-                              rank=rank, world=world, holdout=holdout)  # fmt: skip
-    return make_split_dataset(storage.join(data_dir, "val"), cfg, split, rank, world, backend)
+                              rank=rank, world=world, holdout=holdout, near=near)  # fmt: skip
+    return make_split_dataset(storage.join(data_dir, "val"), cfg, split, rank, world, backend,
+                              near)  # fmt: skip
 
 
 def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
@@ -107,6 +124,7 @@ def fit(cfg: Config, data_dir: str | Path, name: str | None = None,
     check_data(cfg, data_dir)
     models.check(cfg)
     imagenet = imagenet_weights(cfg, imagenet)
+    cfg = settle(cfg)
     name = name or cfg.name
     uri = store.resolve_uri(cfg)
     root = before_run(cfg, uri, imagenet)
@@ -254,7 +272,7 @@ def make_trainer(cfg: Config, loop, datasets: dict, name: str, root: str,
                                        worker_runtime_env=worker_runtime_env(cfg),
                                        callbacks=callbacks or [],
                                        logging_config=verbosity.train_logging_config(), **kept),  # fmt: skip
-        datasets=datasets,
+        datasets={name: functools.partial(_builder, build) for name, build in datasets.items()},
         dataset_config=OwnDataOptions(),
     )
 
@@ -275,6 +293,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
     Ray Train workers; scores are merged by video_id across the workers."""
     d = check_eval_data(cfg, storage.normalize(data_dir))
     models.check(cfg)
+    cfg = settle(cfg)
     checkpoint = storage.normalize(checkpoint)
     storage.check_reachable(checkpoint, "checkpoint")
     if not storage.exists(checkpoint):
@@ -297,6 +316,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, data_dir: str | Path,
 
 
 def make_split_dataset(split_dir: str, cfg: Config, split: str, rank: int, world: int,
-                       backend: str = "decord"):  # fmt: skip
-    """Dataset factory for one evaluation split (val or test protocol) of one rank."""
-    return pipeline.build(split_dir, cfg, split, backend=backend, rank=rank, world=world)
+                       backend: str = "decord", near: str | None = None):  # fmt: skip
+    """One rank's dataset of one evaluation split (val or test protocol)."""
+    return pipeline.build(split_dir, cfg, split, backend=backend, rank=rank, world=world,
+                          near=near)  # fmt: skip

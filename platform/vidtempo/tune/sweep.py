@@ -34,7 +34,7 @@ from vidtempo import capacity, config, models, storage, verbosity
 from vidtempo.capacity import ResourceError
 from vidtempo.config import Config, ConfigError
 from vidtempo.data.schema import check_data
-from vidtempo.preflight import before_run, storage_root
+from vidtempo.preflight import before_run, settle, storage_root
 from vidtempo.tracking import record, store
 from vidtempo.train.run import epoch_plan, fit, imagenet_weights
 from vidtempo.tune import report
@@ -250,7 +250,7 @@ def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: st
         base = config.override(base, {"train.val_interval": 1}, "the sweep")
     data_dir = storage.normalize(data_dir)  # a local path or a URI
     settled = driver_settings(base)  # what a trial would otherwise read from its node
-    base = config.override(base, settled, "the sweep's driver")
+    base = settle(config.override(base, settled, "the sweep's driver"))
     uri = settled["run.mlflow_uri"]
     imagenet = imagenet_weights(base, imagenet)
     name = name or f"tune-{base.name}"
@@ -258,7 +258,8 @@ def sweep(base: Config, data_dir: str | Path, plan: Plan | None = None, name: st
     sweep_dir = storage.join(root, name)
     state = read_state(sweep_dir, name, resume)
     if resume:
-        base = config.override(resumed_base(base, state, name), settled, "the sweep's driver")
+        base = settle(config.override(resumed_base(base, state, name), settled,
+                                      "the sweep's driver"))  # fmt: skip
         plan = Plan(**state["plan"])  # what it was started with; a space given now is not used
         print(f"[{name}] resuming: {plan.search} search over {', '.join(plan.space)} "
               f"({plan.trials()} trials), {plan.scheduler}, ranked on {plan.rank_on}", flush=True)  # fmt: skip
