@@ -1,7 +1,7 @@
 """Sweep the base lr and shift_div of TIN-R50 on Something-Something V1 with ASHA.
 
-    ray job submit --working-dir . -- python jobs/tune_tin_sthv1.py --data /data/sthv1 \\
-        --imagenet /models/resnet50-0676ba61.pth --workers 8 --gpu --final
+    ray job submit --working-dir . -- python jobs/tune_tin_sthv1.py --data s3://BUCKET/data/sthv1 \\
+        --imagenet s3://BUCKET/weights/resnet50-0676ba61.pth --workers 8 --gpu --final
 
 The space is TIN's preset, jobs/configs/spaces/tin.yaml (optim.lr=loguniform:0.005:0.05, the base
 lr at the zoo's 8 × 6 videos, each trial's effective lr following the linear scaling rule, and
