@@ -388,6 +388,8 @@ def test_zoo_compare_marks_what_is_not_comparable(tmp_path):
         ("frames", config.override(zoo, {"model.num_segments": 16,
                                          "data.train.sampler.num_clips": 16}),
          {"test/top1@1x1": 45.0, "test/top5@1x1": 74.0, "epoch": 40}),
+        ("gpu-bf16", config.override(zoo, {"run.use_gpu": True, "run.precision": "bf16"}),
+         {"test/top1@1x1": 44.0, "test/top5@1x1": 73.0, "epoch": 40}),
     ]:  # fmt: skip
         run_id = tracking.start_run(cfg, name, uri)
         tracking.log_metrics(uri, run_id, metrics, step=40)
@@ -402,3 +404,7 @@ def test_zoo_compare_marks_what_is_not_comparable(tmp_path):
     assert "frames 1x16x1 (zoo: 1x8x1)" in rows["frames"]["not_comparable"]
     text = markdown(list(rows.values()), "z")
     assert "| same | 43.00 | 72.50 | 1x1 | 44.25 | 73.94 | 44.04 | 72.72 | -1.25 |" in text
+    # the precision: a zoo recipe's is fp32, recorded as a parameter and shown with the GPUs
+    assert zoo.run.precision == "fp32" and tracking.get_run(uri, same["run_id"])["params"][
+        "run.precision"] == "fp32"  # fmt: skip
+    assert "| 2 GPU (8x4) | bf16 |" in text and "| 2 CPU workers (8x4) | fp32 |" in text

@@ -99,6 +99,53 @@ def test_partial_bn_freezes_all_but_the_first_bn():
 # ---- schedules (models.md §4.1, hand-computed) -----------------------------------------------
 
 
+def test_partial_bn_counts_the_backbones_batchnorm2d_only():
+    """As MMAction2's ResNetTSM counts them: a TPN neck's norms keep training."""
+    from vidtempo.train.loop import freeze_partial_bn, set_train_mode
+
+    cfg = config.load("tpn_tsm_r18_synthetic", ["model.partial_bn=true"])
+    model = models.build(cfg)
+    freeze_partial_bn(model, cfg.model)
+    set_train_mode(model, cfg.model)
+    trunk = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    others = [m for name, m in model.named_modules() if not name.startswith("backbone")
+              and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]  # fmt: skip
+    assert others and all(m.training and m.weight.requires_grad for m in others)
+    assert trunk[0].training and not any(m.training for m in trunk[1:])
+
+
+def _bn_sync_worker(rank: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from vidtempo.train.loop import sync_bn_buffers
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4),
+                                torch.nn.BatchNorm3d(2))  # fmt: skip
+    for b in model.buffers():
+        if b.is_floating_point():
+            b.fill_(float(rank + 1))  # each rank's own statistics
+    sync_bn_buffers(model)
+    out.put((rank, [b.tolist() for b in model.buffers() if b.is_floating_point()]))
+    dist.destroy_process_group()
+
+
+def test_bn_statistics_are_rank_0s_on_every_rank_before_an_evaluation():
+    import torch.multiprocessing as mp
+
+    from vidtempo.machine import free_port
+
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=_bn_sync_worker, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got[0] == got[1] and all(v == 1.0 for b in got[1] for v in b)
+
+
 def test_warmup_then_cosine_by_epoch():
     s = config.load(TIN).schedule  # 1 warmup epoch from 0.1x, cosine per epoch to 0.5x
     lr = lambda it: lr_at(s, 0.02, 40, 10, it)  # noqa: E731 - 40 epochs of 10 iterations
@@ -427,6 +474,12 @@ def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data
     again = json.loads(out.read_text())
     assert again["test/top1@2x1"] == pytest.approx(res["metrics"]["test/top1:2x1"])
     assert again["test/videos@2x1"] == 24  # 12 classes × 2
+    # … and its logged val/top1 (two workers, the BN statistics synced from rank 0 first)
+    assert cli(["evaluate", "tin_r18_synthetic", str(last), "--data", str(synthetic_data),
+                "--protocol", "val", "--json", str(out),
+                "--set", f"run.storage_path={tmp_path / 'runs'}"]) == 0  # fmt: skip
+    logged = dict(tracking.metric_history(uri, res["mlflow_run_id"], "val/top1"))
+    assert json.loads(out.read_text())["val/top1"] == pytest.approx(logged[cfg.train.epochs])
     # finished: submitted again, it returns its result without starting a worker
     done = fit(cfg, synthetic_data, name="again", train_fn=no_worker_may_start)
     assert done["mlflow_run_id"] == res["mlflow_run_id"] and done["metrics"] == res["metrics"]

@@ -333,6 +333,9 @@ def test_the_scaling_rule_preset_reports_the_best_effective_lr_per_global_batch(
     base = config.load("tin_r18_synthetic")
     space = S.parse(file=Path(config.PROJECT_DIR) / "jobs" / "configs" / "spaces" / "scaling_rule.yaml")
     S.check(base, space)
+    # one pass over the data per epoch at every batch (the recipe's min_steps would give a
+    # larger batch more passes)
+    assert space["train.min_steps"] == ("grid", [None]) and base.train.min_steps
     rows = []
     for per_worker, accs in ((4, (20, 40, 30)), (8, (10, 30, 50)), (16, (5, 35, 45))):
         for lr, acc in zip((0.015, 0.03, 0.06), accs):

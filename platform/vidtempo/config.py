@@ -225,6 +225,10 @@ class RunConfig:
     # + decode + augment tasks run only on nodes that have it, and stream uint8 clips to the
     # training workers; null: wherever Ray places them (by default next to the workers)
     decode_resource: str | None = None
+    # the training and evaluation arithmetic on a GPU: fp32 (as the zoo trained; TF32
+    # convolutions as PyTorch allows them by default) or bf16 autocast (TIN's offset and gate
+    # branch stays fp32); the CPU path is fp32 either way
+    precision: Literal["fp32", "bf16"] = "fp32"
     # on a cluster with an autoscaler: how long a run waits for the nodes it needs launched
     # before it gives up, saying what came (before it starts, and each time its workers restart)
     node_wait_minutes: float = 20.0

@@ -116,9 +116,12 @@ class TemporalInterlace(nn.Module):
         nt, c, h, w = x.shape
         t, f = self.num_segments, self.fold
         xd = x[:, :f].reshape(nt // t, t, f, h, w)
-        cols = temporal_columns(xd.mean(dim=(3, 4)))  # (B, T, 3F)
-        o = self.offset_net(cols)  # (B, 2)
-        weight = self.weight_net(cols)  # (B, T, 2)
+        # the offsets and gates in fp32 under any autocast: in bf16 an offset near 1 moves by
+        # 1/128 of a frame per rounding, and the offsets are what TIN learns
+        with torch.autocast(x.device.type, enabled=False):
+            cols = temporal_columns(xd.float().mean(dim=(3, 4)))  # (B, T, 3F)
+            o = self.offset_net(cols)  # (B, 2)
+            weight = self.weight_net(cols)  # (B, T, 2)
         # the 4 groups shift by (+o1, +o2, -o1, -o2), weighted by gates (w1, w2, w1, w2)
         y = linear_sampler(xd, torch.cat([o, -o], dim=1), weight.repeat(1, 1, 2))
         return torch.cat([y.reshape(nt, f, h, w), x[:, f:]], dim=1)

@@ -95,6 +95,9 @@ def collect(uri: str, experiment: str) -> list[dict]:
             "epochs": int(m.get("epoch", _float(p.get("train.epochs")) or 0)),
             "zoo_epochs": zf["epochs"] if zf else None,
             "gpus": f"{workers} GPU" if p.get("run.use_gpu") == "True" else f"{workers} CPU workers",
+            # the arithmetic: run.precision on a GPU (the zoo trained in fp32); a CPU is fp32
+            "precision": (p.get("run.precision", "bf16 (before run.precision)")
+                          if p.get("run.use_gpu") == "True" else "fp32"),
             "zoo_gpus": t.get("zoo.gpus", "?"),
             "comparable": not reasons, "not_comparable": "; ".join(reasons),
         })  # fmt: skip
@@ -117,8 +120,9 @@ def markdown(rows: list[dict], experiment: str) -> str:
                 f"({first['zoo_protocol']}); reference (original code): top-1 "
                 f"{_num(first['reference_top1'])} / top-5 {_num(first['reference_top5'])}", "",
                 "| run | top-1 | top-5 | protocol | zoo top-1 | zoo top-5 | reference top-1 | "
-                "reference top-5 | Δ top-1 vs zoo | epochs (zoo) | GPUs (zoo) | comparable |",
-                "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|---|"]  # fmt: skip
+                "reference top-5 | Δ top-1 vs zoo | epochs (zoo) | GPUs (zoo) | precision | "
+                "comparable |",
+                "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|---|---|"]  # fmt: skip
         for r in sorted(group, key=lambda r: (not r["comparable"], -r["top1"])):
             diff = "–" if r["diff_top1"] is None else f"{r['diff_top1']:+.2f}"
             mark = "yes" if r["comparable"] else f"**no**: {r['not_comparable']}"
@@ -126,7 +130,7 @@ def markdown(rows: list[dict], experiment: str) -> str:
                 f"| {r['run']} | {_num(r['top1'])} | {_num(r['top5'])} | {r['protocol']} | "
                 f"{_num(r['zoo_top1'])} | {_num(r['zoo_top5'])} | {_num(r['reference_top1'])} | "
                 f"{_num(r['reference_top5'])} | {diff} | {r['epochs']} ({r['zoo_epochs'] or '?'}) "
-                f"| {r['gpus']} ({r['zoo_gpus']}) | {mark} |"
+                f"| {r['gpus']} ({r['zoo_gpus']}) | {r['precision']} | {mark} |"
             )
         out.append("")
     return "\n".join(out)

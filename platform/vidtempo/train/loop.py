@@ -69,6 +69,11 @@ class Worker:
         return self.device.type == "cuda"
 
     @property
+    def bf16(self) -> bool:
+        """bf16 autocast: run.precision bf16, on a GPU (the CPU path is fp32)."""
+        return self.cuda and self.cfg.run.precision == "bf16"
+
+    @property
     def progress(self) -> bool:
         """One line per epoch, from rank 0."""
         return self.rank == 0 and self.job.progress
@@ -96,7 +101,7 @@ def train_one_epoch(w: Worker, batches: Iterator[dict], epoch: int) -> dict:
         lr = lr_at(cfg.schedule, lr0, cfg.train.epochs, steps, w.it)
         set_lr(w.optimizer, lr)
         loss = train_step(w.ddp, w.optimizer, x, y, ok, cfg.optim.grad_clip, w.trainable,
-                          bf16=w.cuda)  # fmt: skip
+                          bf16=w.bf16)  # fmt: skip
         w.it += 1
         loss_sum, seen = loss_sum + loss * len(y), seen + len(y)
         if not b["ok"].all():
@@ -119,7 +124,7 @@ def train_one_epoch(w: Worker, batches: Iterator[dict], epoch: int) -> dict:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict], cfg: Config, split: str, batch: int,
-             device: torch.device, cuda: bool, per_class: bool = False) -> dict:  # fmt: skip
+             device: torch.device, bf16: bool, per_class: bool = False) -> dict:  # fmt: skip
     """The split's protocol over this worker's batches (numpy rows, `batch` videos each),
     merged across workers by video_id:
     `val/top1`, ... for val, `test/top1@2x3`, ... for test (every view scored on its own);
@@ -147,7 +152,7 @@ def evaluate(model: nn.Module, batches: Iterable[dict], cfg: Config, split: str,
             n * nviews, -1, *x.shape[2:])  # fmt: skip
         outs = []
         for chunk in views.split(max(batch, 1)):
-            with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 outs.append(model(chunk).float().reshape(len(chunk), -1))
         scores = torch.cat(outs).view(n, nviews, -1).cpu().numpy()
         acc.add(b["video_id"][ok], b["label"][ok], scores)
@@ -200,27 +205,50 @@ def seed_everything(seed: int) -> None:
 
 def set_train_mode(model: nn.Module, m: ModelConfig) -> None:
     """train(), then BN layers the recipe keeps frozen back in eval mode: all of them with
-    norm_eval (running statistics kept), all but the first with partial_bn (original TIN)."""
+    norm_eval (running statistics kept), the backbone's but its first with partial_bn
+    (original TIN)."""
     model.train()
     norms = [mod for mod in model.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
     if m.norm_eval:
         frozen = norms
     elif m.partial_bn:
-        frozen = norms[1:]
+        frozen = partial_bn_frozen(model)
     else:
         frozen = []
     for mod in frozen:
         mod.eval()
 
 
+def partial_bn_frozen(model: nn.Module) -> list[nn.Module]:
+    """What partial BN freezes: the backbone's BatchNorm2d layers but the first, as MMAction2's
+    ResNetTSM counts them (a TPN neck's or a head's norms are not the backbone's)."""
+    trunk = getattr(model, "backbone", model)
+    return [mod for mod in trunk.modules() if isinstance(mod, nn.BatchNorm2d)][1:]
+
+
 def freeze_partial_bn(model: nn.Module, m: ModelConfig) -> None:
-    """Partial BN also stops training the affine parameters of every BN but the first."""
+    """Partial BN also stops training the affine parameters of those BN layers."""
     if not m.partial_bn:
         return
-    norms = [mod for mod in model.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
-    for mod in norms[1:]:
+    for mod in partial_bn_frozen(model):
         for p in mod.parameters():
             p.requires_grad_(False)
+
+
+def sync_bn_buffers(model: nn.Module) -> None:
+    """Rank 0's BatchNorm running statistics on every rank, before a validation or the test.
+    DDP broadcasts them at the start of each training forward, then every rank's own batches
+    update its copy: an evaluation on those would score each rank's shard with other statistics
+    than the model saved (rank 0's), as MMAction2 avoids (0.x DistEvalHook's
+    broadcast_bn_buffer, 1.x SyncBuffersHook)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    for mod in model.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats:
+            dist.broadcast(mod.running_mean, 0)
+            dist.broadcast(mod.running_var, 0)
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:

@@ -35,6 +35,7 @@ from vidtempo.train.loop import (
     progress_line,
     say,
     seed_everything,
+    sync_bn_buffers,
     train_one_epoch,
 )
 from vidtempo.train.optim import build_optimizer
@@ -141,8 +142,9 @@ def end_of_epoch(w: Worker, epoch: int, m: dict) -> None:
     if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
         t = time.perf_counter()
         split = "holdout" if cfg.data.holdout else "val"  # the held-out part of train/, or val/
+        sync_bn_buffers(w.model)  # every rank scores with the statistics the model saves
         m.update(evaluate(w.model, shard_batches("val", w.rank, cfg.batch_per_worker), cfg,
-                          split, cfg.batch_per_worker, w.device, w.cuda))  # fmt: skip
+                          split, cfg.batch_per_worker, w.device, w.bf16))  # fmt: skip
         m["val_s"] = time.perf_counter() - t
     m["epoch_s"] = time.perf_counter() - w.epoch_started
     state = None
@@ -181,8 +183,9 @@ def test(w: Worker) -> None:
     job = w.job
     w.probe.start(collect=True)  # every test view's TIN offsets, for the histograms
     batch = w.cfg.batch_per_worker
+    sync_bn_buffers(w.model)
     result = evaluate(w.model, shard_batches("test", w.rank, batch), w.cfg, "test", batch,
-                      w.device, w.cuda, per_class=True)  # fmt: skip
+                      w.device, w.bf16, per_class=True)  # fmt: skip
     w.probe.stop()
     per_class = result.pop("per_class")
     if w.rank == 0:
@@ -214,8 +217,9 @@ def eval_loop_per_worker(job: Job) -> None:
         model.load_state_dict(convert_mmaction2(weights, model))
     model.to(device)
     split = job.split
+    bf16 = device.type == "cuda" and cfg.run.precision == "bf16"
     out = evaluate(model, shard_batches(split, rank, cfg.batch_per_worker), cfg, split,
-                   cfg.batch_per_worker, device, device.type == "cuda")  # fmt: skip
+                   cfg.batch_per_worker, device, bf16)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:  # V2 keeps the metrics of checkpointed reports
         if rank == 0:
             (Path(tmp) / "metrics.json").write_text(json.dumps(out))
