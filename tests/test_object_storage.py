@@ -8,6 +8,7 @@ mid-run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -241,6 +242,14 @@ def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
         "train: 48 videos in 3 shards, 12 classes, 0 quarantined",
         "val: 24 videos in 2 shards, 12 classes, 0 quarantined"], text  # fmt: skip
     assert "Adding 1 node(s) of type cpu-decode" in nodes["prepare"], text
+    # the negative control: a task on a node the autoscaler launched cannot read a file that the
+    # head's driver reads; the node has a HOME of its own and none of the head's variables
+    iso = results["isolation"]
+    assert iso["driver_read"] == "the head's own file\n"
+    if os.geteuid() == 0:  # CI and the project's machines: a mount namespace per node
+        assert iso["why_shared"] is None, iso
+        assert iso["read"].startswith("FileNotFoundError"), iso
+        assert not iso["home"].startswith(str(tmp_path)) and iso["head_env"] == [], iso
     waited = "\n".join(results["prepare_waited"])
     assert "waiting for the autoscaler: 1 × cpu-decode for the conversion's tasks" in waited, text
     # doctor on the cold cluster: what the run will have launched, not a failure

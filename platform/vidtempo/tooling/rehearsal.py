@@ -35,6 +35,7 @@ from vidtempo.tooling.servers import (
     IDLE_MINUTES,
     AutoscalingHead,
     S3Server,
+    isolation_available,
     start_mlflow_server,
     stop_process_group,
     summarize_events,
@@ -43,7 +44,7 @@ from vidtempo.tooling.servers import (
 # ---- the rehearsal ----------------------------------------------------------------------------
 
 BUCKET = "vidtempo-rehearsal"
-STEPS = 9
+STEPS = 10
 EPOCHS = 4
 RUN_SETS = [f"train.epochs={EPOCHS}", "train.min_steps=null", "run.batch_per_worker=4",
             "run.max_failures=2"]  # fmt: skip
@@ -153,12 +154,27 @@ class Rehearsal:
             s3 = S3Server(self.work)
             self.stack.append(s3.stop)
         root = s3.make_bucket(BUCKET)
-        base = {**os.environ, **s3.env, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+        # the head's shell: a HOME of its own (in the working dir), the bucket's endpoint
+        home = self.work / "home"
+        home.mkdir(exist_ok=True)
+        base = {**os.environ, **s3.env, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+                "HOME": str(home)}  # fmt: skip
         base.pop("RAY_ADDRESS", None)
-        # `vidtempo cluster-secrets`, then `source …/cluster.env`, as the README says
-        secrets = self.work / "secrets"
-        self.run(BIN / "vidtempo", "cluster-secrets", "--folder", secrets, env=base)
+        # `vidtempo cluster-secrets`, then `source ~/.vidtempo/secrets/cluster.env`, as the docs say
+        secrets = home / ".vidtempo" / "secrets"
+        self.run(BIN / "vidtempo", "cluster-secrets", env=base)
         env = sourced(secrets / "cluster.env", base)
+        # a node sees what cluster.yaml gives it and nothing of the head (rehearsal_nodes.py):
+        # the head's HOME (the user's, and this one), this working dir, the local runs and
+        # tracking database are covered; its environment is cluster.env and the machine's
+        self.why_shared = isolation_available()
+        machine = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}
+        isolation = None if self.why_shared else {
+            "secrets": str(secrets), "checkout": str(CHECKOUT),
+            "hide": [os.path.expanduser("~"), str(self.work), *(str(CHECKOUT / d) for d in
+                                                                ("runs", "mlflow", "demo"))],
+            # the bucket's endpoint and keys: the instance profile's stand-in
+            "env": {**s3.env, **machine}}  # fmt: skip
         login = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
         (self.work / "mlflow").mkdir(exist_ok=True)
         server, url = start_mlflow_server(self.work / "mlflow", login, f"{root}/mlflow", env=env)
@@ -166,7 +182,7 @@ class Rehearsal:
         # what cluster.yaml's head gives every job driver and shell (~/vidtempo.env, sourced
         # before `ray start`): the bucket for checkpoints, the tracking server
         env.update(VIDTEMPO_STORAGE=f"{root}/runs", VIDTEMPO_MLFLOW_URI=url)
-        head = AutoscalingHead(env, self.work)
+        head = AutoscalingHead(env, self.work, isolation=isolation)
         self.stack.append(head.stop)
         self.env, self.s3, self.root, self.url, self.head = env, s3, root, url, head
         self.data = f"{root}/data/synthetic"
@@ -193,6 +209,24 @@ class Rehearsal:
         self.results["prepare"] = [line for line in out.splitlines() if " videos in " in line]
         self.results["prepare_waited"] = [ln for ln in out.splitlines() if "autoscaler" in ln]
         self.done(t, "; ".join(self.results["prepare"]), "prepare")
+
+    def shares_nothing(self) -> None:
+        """The negative control: a file the head's driver reads, read by a task on a node."""
+        t = self.step("a node shares nothing with the head: a task on the decode node reads a "
+                      "file of the head's")  # fmt: skip
+        mine = self.work / "home" / "head-only.txt"
+        mine.write_text("the head's own file\n")
+        out = self.run(BIN / "python", "-m", "vidtempo.tooling.rehearsal_nodes", "probe",
+                       self.head.gcs, "decode", mine)  # fmt: skip
+        look = json.loads(out.strip().splitlines()[-1])
+        self.results["isolation"] = {**look, "why_shared": self.why_shared,
+                                     "driver_read": mine.read_text()}  # fmt: skip
+        if self.why_shared:
+            what = f"nodes share the head's files here ({self.why_shared}): {look['read']}"
+        else:
+            what = (f"the driver reads {mine}; the node: {look['read']}; its HOME "
+                    f"{look['home']}; head-only variables there: {look['head_env'] or 'none'}")
+        self.done(t, what, "isolation")
 
     def idle(self, timeout: float = IDLE_MINUTES * 60 + 90) -> None:
         t = self.step(f"the decode node gone after the idle timeout ({IDLE_MINUTES * 60:.0f} s)")
@@ -430,6 +464,7 @@ def rehearse(workdir: str | Path, say=print, s3: S3Server | None = None) -> dict
     try:
         r.services()
         r.prepare()
+        r.shares_nothing()
         r.idle()
         r.doctor()
         r.train_with_a_node_lost()

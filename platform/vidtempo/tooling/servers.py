@@ -232,10 +232,12 @@ AUTOSCALER_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                   "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "20"}  # fmt: skip
 
 
-def autoscaling_config(gcs: str, node_types: dict, idle_minutes: float, temp_root: str) -> dict:
+def autoscaling_config(gcs: str, node_types: dict, idle_minutes: float, temp_root: str,
+                       isolation: dict | None = None) -> dict:  # fmt: skip
     """The cluster config the head's autoscaler reads (what `ray up` writes to the head as
     ~/ray_bootstrap_config.yaml): the provider, the node types, the idle timeout, and the keys
-    its monitor reads, empty (nothing to copy or run on a node of this machine)."""
+    its monitor reads, empty (nothing to copy or run on a node of this machine). `isolation`:
+    what a node sees of this machine (rehearsal_nodes.py), None for nodes sharing everything."""
     kinds = {name: {"node_config": {}, **spec} for name, spec in node_types.items()}
     kinds[HEAD_TYPE] = {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0}
     return {
@@ -246,7 +248,7 @@ def autoscaling_config(gcs: str, node_types: dict, idle_minutes: float, temp_roo
         "provider": {"type": "external", "module": "vidtempo.tooling.rehearsal_nodes.LocalNodeProvider",
                      "gcs_address": gcs, "disable_node_updaters": True,
                      "disable_launch_config_check": True, "use_node_id_as_ip": True,
-                     "node_temp_root": temp_root},
+                     "node_temp_root": temp_root, "isolation": isolation},
         "auth": {}, "available_node_types": kinds, "head_node_type": HEAD_TYPE,
         "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
         "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
@@ -264,14 +266,17 @@ class AutoscalingHead:
     its own, and its nodes are found by their raylets' socket paths under it."""
 
     def __init__(self, env: dict, workdir: str | Path, node_types: dict = NODE_TYPES,
-                 idle_minutes: float = IDLE_MINUTES):  # fmt: skip
+                 idle_minutes: float = IDLE_MINUTES, isolation: dict | None = None):  # fmt: skip
         self.gcs_port, dash = free_port(), free_port()
         self.gcs, self.address = f"127.0.0.1:{self.gcs_port}", f"http://127.0.0.1:{dash}"
         self.node_types = node_types
         self.temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths live under it
         self.config = Path(workdir).resolve() / "autoscaler.yaml"
+        if isolation:  # see below: the state API's address, on the nodes' workers too
+            isolation = {**isolation, "env": {**isolation.get("env", {}),
+                                              "RAY_API_SERVER_ADDRESS": self.address}}  # fmt: skip
         self.config.write_text(yaml.safe_dump(
-            autoscaling_config(self.gcs, node_types, idle_minutes, self.temp)))
+            autoscaling_config(self.gcs, node_types, idle_minutes, self.temp, isolation)))
         self._log_offset = 0
         args = ["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", "--num-cpus=0",
                 f"--autoscaling-config={self.config}", f"--temp-dir={self.temp}",
@@ -353,6 +358,18 @@ class AutoscalingHead:
         current = Path("/tmp/ray/ray_current_cluster")
         if current.exists() and current.read_text().strip().endswith(f":{self.gcs_port}"):
             current.unlink()
+
+
+def isolation_available() -> str | None:
+    """None when a node may have a mount namespace of its own here (rehearsal_nodes.py), else
+    why not."""
+    if os.geteuid() != 0:
+        return "not root: `unshare --mount` needs CAP_SYS_ADMIN"
+    if shutil.which("unshare") is None:
+        return "no `unshare` (util-linux)"
+    ok = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                        capture_output=True)  # fmt: skip
+    return None if ok.returncode == 0 else f"`unshare --mount` failed: {ok.stderr.decode()[-200:]}"
 
 
 def summarize_events(events: list[str]) -> str:
