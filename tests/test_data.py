@@ -603,8 +603,8 @@ def test_class_names_in_every_distributed_form():
 
 def test_each_ranks_stream_is_built_beside_its_worker(ray_session, synthetic_data):
     """Ray Train hands OwnDataOptions the builders; each rank's dataset is built with its
-    worker's node, and its decode tasks ask for that node (soft: elsewhere while it has no CPU
-    free) — not with run.decode_resource, whose nodes decode."""
+    worker's node, and a GPU worker's decode tasks ask for that node (soft: elsewhere while it
+    has no CPU free) — not with run.decode_resource, whose nodes decode, nor for CPU workers."""
     from vidtempo import config as C
     from vidtempo.data import pipeline
     from vidtempo.train.run import OwnDataOptions
@@ -624,9 +624,10 @@ def test_each_ranks_stream_is_built_beside_its_worker(ray_session, synthetic_dat
         ds = pipeline.build(synthetic_data / "val", c, "val", near=here)
         return ds._logical_plan.dag.ray_remote_args.get("scheduling_strategy")
 
-    s = strategy(cfg)
+    s = strategy(C.override(cfg, {"run.use_gpu": True}))
     assert (s.node_id, s.soft, s._spill_on_unavailable) == (here, True, True)
-    assert strategy(C.override(cfg, {"run.decode_resource": "decode"})) is None
+    assert strategy(C.override(cfg, {"run.use_gpu": True, "run.decode_resource": "decode"})) is None
+    assert strategy(cfg) is None  # CPU workers: Ray Data's default, which the autoscaler sees
 
 
 def test_gpu_workers_decode_with_their_nodes_cpus_unless_the_recipe_says(monkeypatch):

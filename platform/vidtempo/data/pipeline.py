@@ -243,12 +243,15 @@ def build(
 
 def decode_placement(cfg: Config, near: str | None) -> dict:
     """Where the decode tasks run. With run.decode_resource, on the nodes that carry it (CPU-only
-    decode nodes), whence the clips leave as uint8 for the training workers; else beside their
-    consumer, the worker on node `near`, elsewhere only while that node has no CPU free (Ray
-    Data's default, SPREAD, sent them to any node of the cluster)."""
+    decode nodes), whence the clips leave as uint8 for the training workers. With GPU workers,
+    beside their consumer, the worker on node `near` — whose CPUs beside its GPUs are what
+    run.data_cpus_per_worker was settled from (preflight.settle) — elsewhere only while that node
+    has no CPU free. CPU workers keep Ray Data's default (SPREAD): their node's CPUs are the
+    workers', and a task asking for a full node is no demand the autoscaler sees (the
+    rehearsal's sweep waited for good: its decode tasks never got a node launched)."""
     if cfg.run.decode_resource:
         return {"resources": {cfg.run.decode_resource: DECODE_SHARE}}
-    if near:
+    if near and cfg.run.use_gpu:
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(
             near, soft=True, _spill_on_unavailable=True)}  # fmt: skip
     return {}

@@ -42,9 +42,9 @@ RESUMABLE_CHANGES = {"run.node_wait_minutes"}
 
 class OwnDataOptions(ray.train.DataConfig):
     """Every worker reads its own datasets (`<split>_<rank>`, pipeline.plan), built here once
-    Ray Train has placed the workers, so that each one's decode tasks run beside the worker that
-    consumes them (on its node unless that node has no CPU free; not with run.decode_resource,
-    whose nodes decode), with the execution options the builder gives them.
+    Ray Train has placed the workers, so that a GPU worker's decode tasks run beside it (on its
+    node unless that node has no CPU free; pipeline.decode_placement), with the execution
+    options the builder gives them.
 
     What Ray Train hands `configure` is what the trainer's dataset factories return: here the
     builders themselves (make_trainer), called with the worker's node. pipeline.build sets the
