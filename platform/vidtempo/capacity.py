@@ -36,6 +36,9 @@ EPS = 1e-9
 # A decode task asks for this much of run.decode_resource: enough to be placed only where the
 # resource is, too little to limit how many run there (their CPUs do that)
 DECODE_SHARE = 0.001
+# a worker's decode CPUs when the recipe leaves run.data_cpus_per_worker to the cluster (null)
+# and no GPU node says more (preflight.settle)
+DATA_CPUS = 1.0
 # how often the driver says it is still waiting for the autoscaler
 SAY_EVERY_S = 30.0
 
@@ -80,7 +83,7 @@ class Need:
     def for_run(cfg) -> Need:
         r = cfg.run
         bundle = {"CPU": r.cpus_per_worker, **({"GPU": 1.0} if r.use_gpu else {})}
-        data = 1.0 if r.data_cpus_per_worker is None else r.data_cpus_per_worker  # unsettled
+        data = DATA_CPUS if r.data_cpus_per_worker is None else r.data_cpus_per_worker
         return Need(bundles=(bundle,) * r.num_workers, strategy=r.placement_strategy,
                     data_cpus=r.num_workers * data, decode=r.decode_resource,
                     what=f"{r.num_workers} workers")  # fmt: skip

@@ -49,12 +49,12 @@ def settle(cfg: Config) -> Config:
     r = cfg.run
     if r.data_cpus_per_worker is not None:
         return cfg
-    cpus = 1.0
+    cpus = capacity.DATA_CPUS
     if r.use_gpu and not r.decode_resource:
         ensure_ray()
         ratio = capacity.cpus_per_gpu(capacity.read())
         if ratio:
-            cpus = max(1.0, math.floor(ratio - r.cpus_per_worker))
+            cpus = max(capacity.DATA_CPUS, math.floor(ratio - r.cpus_per_worker))
     return override(cfg, {"run.data_cpus_per_worker": cpus}, "the cluster's nodes")
 
 

@@ -110,11 +110,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                        workers=workers, timeout=args.timeout,
                        node_wait_minutes=args.node_wait or C.RunConfig.node_wait_minutes)  # fmt: skip
         if args.prepare_command == "rawframes":
-            from vidtempo.data.layouts import layout
-
-            known = layout(args.dataset)  # the dataset as distributed, unless a flag says
-            opts.filename_tmpl = args.filename_tmpl or known.filename_tmpl
-            opts.start_index = known.start_index if args.start_index is None else args.start_index
+            opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
             m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,
                                           args.ray, args.decode_on)  # fmt: skip
         else:

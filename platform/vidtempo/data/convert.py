@@ -43,8 +43,9 @@ class Options:
     videos_per_shard: int = 64
     workers: int = max(1, (os.cpu_count() or 2))
     timeout: float = 120.0
-    filename_tmpl: str = "img_{:05}.jpg"
-    start_index: int = 1
+    # rawframes: None takes the dataset's layout as distributed (data/layouts.py)
+    filename_tmpl: str | None = None
+    start_index: int | None = None
     classes: list[str] = field(default_factory=list)
     progress: bool = True
     # with --ray on an autoscaling cluster: how long to wait for a node the tasks can run on

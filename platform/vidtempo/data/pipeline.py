@@ -21,7 +21,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from vidtempo import storage
-from vidtempo.capacity import DECODE_SHARE
+from vidtempo.capacity import DATA_CPUS, DECODE_SHARE
 from vidtempo.config import Config
 from vidtempo.data.holdout import held_rows as holdout_rows
 from vidtempo.data.holdout import select
@@ -189,8 +189,8 @@ def build(
     run.data_cpus_per_worker unless given. `holdout`: `data_dir` is train/, of which `train`
     streams all but that fraction and `val` the held-out videos (see `plan`)."""
     seed = cfg.run.seed if seed is None else seed
-    if data_cpus is None:  # the run's (settled on the driver: preflight.settle), else 1
-        data_cpus = cfg.run.data_cpus_per_worker or 1.0
+    if data_cpus is None:  # the run's (settled on the driver: preflight.settle)
+        data_cpus = cfg.run.data_cpus_per_worker or DATA_CPUS
     manifest = read_manifest(data_dir)
     check_classes(manifest, cfg, data_dir)
     kind = manifest["storage"]  # frames or video

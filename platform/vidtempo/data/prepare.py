@@ -51,6 +51,11 @@ def prepare_rawframes(list_file, root, opts: conv.Options, classes_file: str | N
     """Frame folders under `root` (a folder or a URI) → shards in opts.out (a folder or a URI)."""
     root = storage.normalize(root)
     storage.check_reachable(root, "inputs")
+    known = layouts.layout(opts.dataset)  # the dataset as distributed, unless the options say
+    if opts.filename_tmpl is None:
+        opts.filename_tmpl = known.filename_tmpl
+    if opts.start_index is None:
+        opts.start_index = known.start_index
     jobs = conv.rawframe_jobs(list_file, root, opts)
     layouts.check_matches(jobs, root, str(list_file))
     opts.storage = "frames"

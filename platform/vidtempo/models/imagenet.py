@@ -60,7 +60,7 @@ def resolve(source: str | Path) -> str:
         if not storage.exists(text):
             raise ConfigError(f"ImageNet weights {storage.where(text)} do not exist")
         return storage.normalize(text)
-    path = Path(text).expanduser().resolve()
+    path = Path(storage.normalize(text))
     if not path.is_file():
         raise ConfigError(f"ImageNet weights {path} do not exist: pass --imagenet a torchvision "
                           "ResNet-50 state dict (a path, an s3:// or gs:// URI, or "

@@ -16,6 +16,7 @@ the machine's own variables (the S3 endpoint and keys stand in for the instance 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -156,20 +157,14 @@ def python_home() -> str:
 
 def stop_isolated_node(proc: subprocess.Popen) -> None:
     """The node's `ray start --block` and everything under it (raylet, workers)."""
-    with _suppress():
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        with _suppress():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=20)
-
-
-def _suppress():
-    import contextlib
-
-    return contextlib.suppress(ProcessLookupError, PermissionError)
 
 
 # ---- the negative control -------------------------------------------------------------------

@@ -351,8 +351,12 @@ class AutoscalingHead:
         raise RuntimeError(f"no node {node_id} of the autoscaler's is up to remove")
 
     def stop(self) -> None:
-        # the monitor's nodes are in the head's process group; a head's orderly stop takes
-        # 20-30 s on 2 cores, and nothing of it is kept
+        # the monitor's nodes are in the head's process group — except isolated ones, each in a
+        # group of its own (rehearsal_nodes.py): ended first, or they outlive the head; a head's
+        # orderly stop takes 20-30 s on 2 cores, and nothing of it is kept
+        for pgid in {os.getpgid(p.pid) for p in self.raylets()} - {self.proc.pid}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
         stop_process_group(self.proc, grace=5)
         shutil.rmtree(self.temp, ignore_errors=True)
         current = Path("/tmp/ray/ray_current_cluster")
