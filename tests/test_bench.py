@@ -66,3 +66,14 @@ def test_bench_step_times_each_recipe_against_tsn_in_the_same_run():
     text = step.table(r)
     assert "| TIN | tin_r18_synthetic |" in text and f"{rows['TIN']['vs_TSN']:.2f}x" in text
     assert f"{rows['TIN']['vs_TSN_per_round']:.2f}x |" in text
+
+
+def test_bench_shuffle_batches_hold_the_classes_of_a_global_shuffle():
+    """On a class-sorted list, shards in the seeded order give each worker's batches the classes
+    a global shuffle gives (within 5%); shards in list order do not (the measure discriminates)."""
+    from vidtempo.bench import shuffle
+
+    r = shuffle.run(classes=100, per_class=16, world=4, batch=8, epochs=3)["rows"]
+    assert r["global shuffle"]["distinct_ratio"] == 1.0
+    assert r["shuffled"]["distinct_ratio"] >= 0.95 and abs(r["shuffled"]["shared_excess"]) <= 0.05
+    assert r["list order"]["distinct_ratio"] < 0.9 and r["list order"]["shared_excess"] > 0.1

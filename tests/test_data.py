@@ -644,3 +644,65 @@ def test_gpu_workers_decode_with_their_nodes_cpus_unless_the_recipe_says(monkeyp
     assert preflight.settle(C.override(cfg, {"run.use_gpu": False})).run.data_cpus_per_worker == 1
     assert preflight.settle(C.override(cfg, {"run.decode_resource": "decode"})).run.data_cpus_per_worker == 1
     assert preflight.settle(C.override(cfg, {"run.data_cpus_per_worker": 3})).run.data_cpus_per_worker == 3
+
+
+# ---- the order of the videos in the shards ---------------------------------------------------
+
+
+def _labels_only(seen: dict):
+    """A convert() shard writer that keeps each shard's video ids (no videos)."""
+
+    def run_chunks(todo, opts, out, bar):
+        for name, chunk in todo:
+            seen[name] = [j["video_id"] for j in chunk]
+            yield name, {"file": name, "rows": len(chunk), "bytes": 0, "row_groups": [len(chunk)]}, []
+
+    return run_chunks
+
+
+def test_prepare_writes_a_seeded_order_and_records_it(tmp_path):
+    from vidtempo.bench.shuffle import class_sorted_list
+    from vidtempo.data import convert as conv
+
+    jobs = class_sorted_list(20, 8)  # grouped by class, as Kinetics' lists are
+    ids = [j["video_id"] for j in jobs]
+
+    def prepare(out, seed, interrupt_after=None):
+        seen: dict = {}
+        opts = Options(out=tmp_path / out, dataset="d", split="train", storage="frames",
+                       videos_per_shard=32, classes=[""] * 20, progress=False, order_seed=seed)  # fmt: skip
+        writer = _labels_only(seen)
+        if interrupt_after is not None:  # a crash after some shards were written
+            def writer(todo, opts, out, bar, _w=writer):  # noqa: E306
+                for k, item in enumerate(_w(todo, opts, out, bar)):
+                    if k == interrupt_after:
+                        raise KeyboardInterrupt
+                    yield item
+        manifest = conv.convert(jobs, opts, {"kind": "test"}, writer)
+        return manifest, [v for name in sorted(seen) for v in seen[name]]
+
+    manifest, order = prepare("a", 0)
+    assert manifest["order"] == {"kind": "shuffled", "seed": 0}
+    assert sorted(order) == sorted(ids) and order != ids  # every video once, not in list order
+    assert prepare("b", 0)[1] == order  # the same on every machine and re-run
+    assert prepare("c", 1)[1] != order
+    manifest, kept = prepare("d", None)
+    assert kept == ids and manifest["order"] == {"kind": "list"}
+    # a re-run in another order redoes every shard: those written before hold other videos
+    with pytest.raises(KeyboardInterrupt):
+        prepare("e", None, interrupt_after=2)
+    manifest, redone = prepare("e", 0)
+    assert redone == order and manifest["order"]["kind"] == "shuffled"
+
+
+def test_cli_prepare_takes_the_order(tmp_path):
+    from vidtempo import cli
+
+    parser = cli.build_parser()
+    base = ["prepare", "rawframes", "--list", "l", "--root", "r", "--out", "o", "--dataset", "d",
+            "--split", "train"]  # fmt: skip
+    assert parser.parse_args(base).order_seed == 0
+    assert parser.parse_args([*base, "--order-seed", "7"]).order_seed == 7
+    assert parser.parse_args([*base, "--list-order"]).list_order
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--list-order", "--order-seed", "7"])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import json
 
-NAMES = ("op", "models", "data", "prepare", "decode", "train", "tune", "temporal", "demo", "step")
+NAMES = ("op", "models", "data", "prepare", "decode", "shuffle", "train", "tune", "temporal", "demo",
+         "step")
 
 
 def add_parsers(sub) -> None:

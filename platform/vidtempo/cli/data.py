@@ -38,6 +38,13 @@ def add_prepare(sub) -> None:
             "--short-side", type=int, default=None, help="resize frames to this short side"
         )
         pp.add_argument("--videos-per-shard", type=int, default=64)
+        order = pp.add_mutually_exclusive_group()
+        order.add_argument("--order-seed", type=int, default=0, help="the shards hold the "
+                           "videos in a random order seeded by this (default 0; recorded in "
+                           "the manifest): a list grouped by class would else give training "
+                           "batches of few classes")  # fmt: skip
+        order.add_argument("--list-order", action="store_true",
+                           help="keep the list's order instead")
         pp.add_argument(
             "--workers", type=int, default=None, help="decoder processes (default: all CPUs)"
         )
@@ -108,7 +115,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         opts = Options(out=args.out, dataset=args.dataset, split=args.split,
                        short_side=args.short_side, videos_per_shard=args.videos_per_shard,
                        workers=workers, timeout=args.timeout,
-                       node_wait_minutes=args.node_wait or C.RunConfig.node_wait_minutes)  # fmt: skip
+                       node_wait_minutes=args.node_wait or C.RunConfig.node_wait_minutes,
+                       order_seed=None if args.list_order else args.order_seed)  # fmt: skip
         if args.prepare_command == "rawframes":
             opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
             m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,

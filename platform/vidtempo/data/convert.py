@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -50,6 +51,10 @@ class Options:
     progress: bool = True
     # with --ray on an autoscaling cluster: how long to wait for a node the tasks can run on
     node_wait_minutes: float = RunConfig.node_wait_minutes
+    # the videos' order in the shards: a permutation of the list seeded by this (lists are
+    # often grouped by class, and training reads whole row groups of neighbouring videos);
+    # None keeps the list's order
+    order_seed: int | None = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,10 +277,19 @@ def local_chunks(todo: list[tuple[str, list[dict]]], opts: Options, out: str, ba
         pool.close()
 
 
+def in_order(jobs: list[dict], seed: int | None) -> list[dict]:
+    """The inputs in the order the shards hold them: a permutation seeded by `seed` (the same
+    on every machine and re-run), or the list's order with None."""
+    if seed is None:
+        return list(jobs)
+    return [jobs[i] for i in np.random.default_rng(seed).permutation(len(jobs))]
+
+
 def convert(jobs: list[dict], opts: Options, source: dict, run_chunks=local_chunks) -> dict:
     """Convert `jobs` into opts.out (a local folder or a URI); returns the manifest.
 
-    Inputs are cut into shards of `videos_per_shard` in list order. `.progress.json` records
+    Inputs are put in a seeded random order (opts.order_seed; the manifest's "order" says which)
+    and cut into shards of `videos_per_shard`. `.progress.json` records
     each shard once it is completely written, so a re-run after a crash skips those and redoes
     the rest; manifest.json and quarantine.json are written when every shard is.
     `run_chunks(todo, opts, out, bar)` converts the shards still to do (this machine's process
@@ -284,6 +298,13 @@ def convert(jobs: list[dict], opts: Options, source: dict, run_chunks=local_chun
     storage.check_reachable(out, "output")
     state_path = storage.join(out, ".progress.json")
     state = json.loads(storage.read_bytes(state_path) or b'{"shards": {}, "quarantined": {}}')
+    order = {"kind": "list"} if opts.order_seed is None else {"kind": "shuffled",
+                                                              "seed": opts.order_seed}  # fmt: skip
+    if state.get("order", {"kind": "list"}) != order:
+        # shards written in another order hold other videos: none of them is this run's
+        state = {"shards": {}, "quarantined": {}}
+    state["order"] = order
+    jobs = in_order(jobs, opts.order_seed)
     chunks = [
         jobs[i : i + opts.videos_per_shard] for i in range(0, len(jobs), opts.videos_per_shard)
     ]
@@ -316,6 +337,7 @@ def convert(jobs: list[dict], opts: Options, source: dict, run_chunks=local_chun
         "num_videos": sum(s["rows"] for s in shards),
         "num_quarantined": len(quarantine),
         "shards": shards,
+        "order": order,
         "source": source,
         "options": {"short_side": opts.short_side, "keyint": opts.keyint,
                     "videos_per_shard": opts.videos_per_shard, "timeout": opts.timeout,

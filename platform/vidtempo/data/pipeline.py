@@ -12,6 +12,7 @@ and seeded, and a per-epoch order), so a worker streams every epoch from one
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,30 @@ def read_row_group(path: str, group: int, columns: list[str]):
         return shard.read_row_group(group, columns=columns)
 
 
+# A read of the data that fails in a training worker (the object store unreachable or erring
+# past pyarrow's own retries) is tried again after 1, 2, 4, 8, 16 and 32 s — an outage of about a
+# minute — before the stream gives up: a row group (returned whole or not at all, so no video is
+# read twice), and the manifest and plan a worker reads as it builds each dataset. The driver's
+# pre-flight does not wait: a URI that does not answer stops a run before it starts.
+READ_RETRY_WAITS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def retrying(what: str, fn, *args, waits=READ_RETRY_WAITS):
+    """fn(*args), again after each of `waits` seconds while it raises OSError (pyarrow's I/O
+    errors, and vidtempo.storage's); each retry is a line in the worker's log."""
+    for attempt, wait in enumerate((*waits, None)):
+        try:
+            return fn(*args)
+        except FileNotFoundError:
+            raise  # not there: waiting does not bring it
+        except OSError as exc:
+            if wait is None:
+                raise
+            print(f"vidtempo: {what} failed ({str(exc)[:200]}); retry {attempt + 1} of "
+                  f"{len(waits)} in {wait:.0f} s", flush=True)  # fmt: skip
+            time.sleep(wait)
+
+
 class ReadRowGroups:
     """Ray Data UDF: (shard, row group, epoch) units → decoded, augmented clips. Reading the
     row groups inside the task keeps reads and decoding fused; a task takes a few units."""
@@ -59,7 +84,9 @@ class ReadRowGroups:
         takes = units.get("take", [""] * len(units["path"]))
         for path, group, epoch, rep, take in zip(units["path"], units["row_group"], units["epoch"],
                                                  passes, takes):  # fmt: skip
-            table = read_row_group(path, int(group), self.columns)  # read here, where it decodes
+            # read here, where it decodes
+            table = retrying(f"reading {path} row group {group}", read_row_group, path,
+                             int(group), self.columns)  # fmt: skip
             if take:  # one side of a held-out split: these rows of the group only
                 table = table.take([int(i) for i in take.split(",")])
             batch = {k: np.asarray(v, dtype=object) for k, v in table.to_pydict().items()}
@@ -191,7 +218,7 @@ def build(
     seed = cfg.run.seed if seed is None else seed
     if data_cpus is None:  # the run's (settled on the driver: preflight.settle)
         data_cpus = cfg.run.data_cpus_per_worker or DATA_CPUS
-    manifest = read_manifest(data_dir)
+    manifest = retrying(f"reading {data_dir}'s manifest", read_manifest, data_dir)
     check_classes(manifest, cfg, data_dir)
     kind = manifest["storage"]  # frames or video
     pipe = {"train": cfg.data.train, "val": cfg.data.val, "test": cfg.data.test}[split]
@@ -214,7 +241,8 @@ def build(
     # then decodes on one CPU while the others idle (the ~0.3x of `vidtempo bench data`).
     if not len(epochs):
         raise DataError("no epochs to stream: the run has already finished")
-    units = plan(data_dir, split, epochs, seed, world, repeats, holdout)[rank]
+    units = retrying(f"planning {data_dir}", plan, data_dir, split, epochs, seed, world,
+                     repeats, holdout)[rank]  # fmt: skip
     if not units:
         raise DataError(
             f"{data_dir} has too few row groups for {world} workers ({split}); use fewer workers"

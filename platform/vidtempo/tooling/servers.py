@@ -126,6 +126,80 @@ class S3Server:
         stop_process_group(self.proc)
 
 
+class Outage:
+    """A TCP front for a server (the S3 server's port behind `url`) that can go down and come
+    back, as a stopped and restarted server does, without losing what the server holds (moto
+    keeps its objects in memory): while down, every open connection is cut and each new one is
+    closed at once (`refused` counts them); `up()` forwards again on the same port."""
+
+    def __init__(self, target: str):
+        import threading
+
+        self.target = target.split("//", 1)[-1].rsplit(":", 1)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.refused = 0
+        self._down = False
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if self._down:
+                    self.refused += 1
+                    client.close()
+                    continue
+            try:
+                server = socket.create_connection((self.target[0], int(self.target[1])))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+                with self._lock:
+                    self._open.discard(sock)
+
+    def down(self) -> None:
+        with self._lock:
+            self._down = True
+            cut, self._open = list(self._open), set()
+        for sock in cut:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def up(self) -> None:
+        with self._lock:
+            self._down = False
+
+    def close(self) -> None:
+        self.down()
+        self._listener.close()
+
+
 def start_mlflow_server(root: str | Path, login: tuple[str, str] | None = None,
                         artifacts: str | None = None, port: int | None = None,
                         env: dict | None = None):  # fmt: skip

@@ -131,6 +131,12 @@ def placement(uri: str, run_id: str, nodes: list[str], numerics: list[str]) -> N
                            "vidtempo.numerics": json.dumps(sorted(set(numerics)))})  # fmt: skip
 
 
+def resumed(uri: str, run_id: str, after_epoch: int, iteration: int) -> None:
+    """The workers started from a checkpoint (a restart after a failure, or a resubmitted run):
+    metric `resumed_after_epoch`, one point per start, at its step."""
+    log_metrics(uri, run_id, {"resumed_after_epoch": float(after_epoch)}, step=iteration)
+
+
 def epoch(uri: str, run_id: str, number: int, metrics: dict[str, float]) -> None:
     """Epoch `number`'s (1-based) metrics, the temporal modules' diagnostics among them."""
     log_metrics(uri, run_id, metrics, step=number)

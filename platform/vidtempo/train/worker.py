@@ -120,6 +120,7 @@ def setup(job: Job) -> Worker:
             ckpt.set_rng_state(rng)
         if rank == 0:
             say(f"[{job.name}] resumed after epoch {start_epoch} (step {it})")
+            record.resumed(job.mlflow_uri, job.mlflow_run_id, start_epoch, it)
     ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     nodes = metrics.gather(ray.get_runtime_context().get_node_id())  # where each rank runs
     numerics = metrics.gather(numerics_of(device))  # what a run's last bits depend on
