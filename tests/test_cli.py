@@ -114,3 +114,37 @@ def test_jobs_scripts_answer_help():
         r = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True,
                            text=True)  # fmt: skip
         assert r.returncode == 0 and "usage:" in r.stdout, (script.name, r.stderr[-500:])
+
+
+def test_the_rehearsal_runs_every_cluster_command_the_docs_show():
+    """The cluster rehearsal executes the fenced commands of the pages it names, in order, with
+    the placeholders substituted: each placeholder those commands hold is one it substitutes,
+    and no `--gpu` reaches its CPU nodes."""
+    from vidtempo.tooling import doc_commands, rehearsal
+
+    commands = [c for page, section in rehearsal.PAGES
+                for c in doc_commands.fenced_commands(ROOT / page, section)]  # fmt: skip
+    assert commands[0].startswith("vidtempo prepare rawframes --dataset sthv1 --split train")
+    for expected in ("ray up cluster.yaml", "vidtempo cluster-secrets", "ray down cluster.yaml"):
+        assert expected in commands
+    assert [c.split(" -- python ")[1].split()[0] for c in commands if " -- python " in c] == [
+        "jobs/tin_sthv1.py", "jobs/tune_tin_sthv1.py"]  # fmt: skip
+    r = rehearsal.Rehearsal.__new__(rehearsal.Rehearsal)
+    r.work, r.head, r.job_id = Path("/rehearsal"), None, "raysubmit_x"
+    for command in commands:
+        here = r.as_run_here(command)
+        assert not re.search(r"YOUR-|JOB_ID| /data/|--gpu", here), (command, here)
+        if " python jobs/" in command:
+            assert here.endswith(f" {rehearsal.ADDITION}") and "--imagenet s3://" in here
+
+
+def test_fenced_commands_join_lines_and_drop_comments(tmp_path):
+    from vidtempo.tooling.doc_commands import fenced_commands
+
+    page = tmp_path / "page.md"
+    page.write_text("# A\n```bash\nls -l   # list\n# a comment line\necho 'a # b' \\\n"
+                    "    c\n```\n## B\n```text\nnot a command\n```\n```sh\nmake demo\n```\n"
+                    "# C\n```bash\ntrue\n```\n")  # fmt: skip
+    assert fenced_commands(page) == ["ls -l", "echo 'a # b' c", "make demo", "true"]
+    assert fenced_commands(page, section="B") == ["make demo"]
+    assert fenced_commands(page, section="A") == ["ls -l", "echo 'a # b' c", "make demo"]

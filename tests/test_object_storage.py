@@ -26,7 +26,7 @@ from vidtempo.data.decode import decode_video
 from vidtempo.data.schema import read_manifest
 from vidtempo.machine import free_port
 from vidtempo.storage import StorageError
-from vidtempo.tooling.servers import S3Server, start_mlflow_server, stop_process_group
+from vidtempo.tooling.servers import Outage, S3Server, start_mlflow_server, stop_process_group
 from vidtempo.train import checkpoint as ckpt
 
 BIN = Path(sys.executable).parent
@@ -226,6 +226,58 @@ def test_a_run_outlasts_s3_going_silent_and_the_tracking_server_restarting(
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_row_group_reads_outlast_s3_going_down_with_no_restart(s3, synthetic_data, tmp_path):
+    """`vidtempo train` reading its shards from the bucket through a front that goes down (every
+    connection cut, each new one closed: a stopped server) for 20 s once epoch 1 is in, then comes
+    back. pyarrow gives up on such a read at once; vidtempo reads the row group again with
+    backoff. The run finishes with no worker-group restart (no `resumed_after_epoch` point), every
+    step once, and every validation and the test over each video once."""
+    bucket = s3.make_bucket("vt-reads")
+    data = f"{bucket}/data"
+    for split in ("train", "val"):
+        prepare.upload(synthetic_data / split, f"{data}/{split}")
+    videos = {split: read_manifest(synthetic_data / split)["num_videos"] for split in ("train", "val")}
+    front = Outage(s3.url)
+    runs, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, **S3Server.env_for(front.url)}  # the run's processes, Ray's among them
+    env.pop("RAY_ADDRESS", None)  # a Ray instance of its own, started with that environment
+    cmd = [str(BIN / "vidtempo"), "train", "tin_r18_synthetic", "--data", data, "--storage",
+           str(runs), "--mlflow-uri", db, "--name", "outage", "--set", "train.epochs=4",
+           "--set", "train.min_steps=null", "--set", "run.batch_per_worker=4",
+           "--set", "run.max_failures=2"]  # fmt: skip
+    log = tmp_path / "train.log"
+    try:
+        with open(log, "w") as out:
+            job = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 600
+            while ckpt.read_progress(str(runs / "outage")).get("epochs_done", 0) < 1:
+                assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            front.down()
+            time.sleep(20)
+            front.up()
+            rc = job.wait(timeout=600)
+    finally:
+        front.close()
+    text = log.read_text()
+    assert rc == 0, text[-4000:]
+    assert front.refused > 0 and "retry 1 of 6" in text, (front.refused, text[-4000:])
+    run_id = ckpt.read_progress(str(runs / "outage"))["mlflow_run_id"]
+    run = tracking.get_run(db, run_id)
+    assert run["status"] == "FINISHED" and "resumed after" not in text
+    assert not tracking.metric_history(db, run_id, "resumed_after_epoch")  # no restart
+    for epoch, n in tracking.metric_history(db, run_id, "val/videos"):
+        assert n == videos["val"], (epoch, n)
+    validated = sorted(e for e, _ in tracking.metric_history(db, run_id, "val/videos"))
+    assert validated == sorted(set(validated)) and validated[-1] == 4, validated  # each once
+    assert [k for k, v in run["metrics"].items() if k.startswith("test/videos")] and all(
+        v == videos["val"] for k, v in run["metrics"].items() if k.startswith("test/videos"))
+    state, _ = ckpt.load_state(str(runs / "outage" / "epoch_0004"), 0)
+    assert state["iteration"] == 4 * run["metrics"]["steps_per_epoch"]  # every step once
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
     """`make cluster-rehearsal`'s steps (vidtempo.tooling.rehearsal), on the session's S3 server, on a
     cluster that starts as its head alone and grows and shrinks by Ray's own autoscaler."""
@@ -237,6 +289,36 @@ def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
     text = "\n".join(lines)
     nodes = {step: " | ".join(events) for step, events in results["nodes"].items()}
     assert results["workers_at_start"] == {}  # the head alone
+    # the documented commands, verbatim in their order (placeholders substituted), printed as
+    # they ran: the miniature Something-Something V1 as distributed, converted on this machine
+    # and on a decode node from the bucket, the TIN-R50 job and sweep from ImageNet-format
+    # weights in the bucket, on nodes that share nothing with the head
+    from vidtempo.tooling.rehearsal import RECIPE
+
+    docs = results["docs"]
+    for split, videos in (("train", 24), ("val", 12)):
+        line = f"{split}: {videos} videos in 1 shards, 174 classes, 0 quarantined"
+        assert docs[f"prepare local {split}"] == docs[f"prepare --ray {split}"] == [line], docs
+    assert "Adding 1 node(s) of type cpu-decode" in nodes["prepare --ray train"], text
+    assert "all checks passed" in docs["doctor"], docs["doctor"]
+    assert "the run: the autoscaler will add 2 × trainer when it starts" in docs["doctor"]
+    assert [script for script, _ in docs["jobs"]] == ["jobs/tin_sthv1.py", "jobs/tune_tin_sthv1.py"]
+    for command in ("datasets/README.md: $ vidtempo prepare rawframes --dataset sthv1",
+                    "docs/cluster.md: $ aws s3 sync ", "docs/cluster.md: $ ray up cluster.yaml",
+                    "docs/cluster.md: $ ray job submit --address http://127.0.0.1:",
+                    "docs/cluster.md: $ vidtempo zoo compare --mlflow-uri http://127.0.0.1:"):
+        assert command in text, text  # fmt: skip
+    tracked = results["tracked"]
+    job, final = tracked[RECIPE], tracked["sthv1-sweep-final"]
+    assert job["status"] == final["status"] == "FINISHED", tracked
+    assert job["params"]["run.precision"] == "fp32" and job["params"]["model.arch"] == "tin_r50"
+    scores = results["test_top1"]  # the test protocol's top-1 of each (test/top1:1x1)
+    assert set(scores) == {RECIPE, "sthv1-sweep-final"}, scores
+    assert all(key == "test/top1:1x1" and 0 <= v <= 100 for key, v in scores.values()), scores
+    assert job["tags"]["vidtempo.source"] == "submit"
+    trials = [name for name in tracked if name.startswith("sthv1-sweep-") and name != "sthv1-sweep-final"]
+    assert len(trials) == 2, sorted(tracked)
+    assert RECIPE in docs["zoo_compare"], docs["zoo_compare"]
     # prepare --ray --decode-on decode: the conversion asked for a decode node, and got it
     assert results["prepare"] == [
         "train: 48 videos in 3 shards, 12 classes, 0 quarantined",

@@ -328,6 +328,22 @@ def test_missing_data_and_wrong_classes_fail_before_training(tmp_path, synthetic
         check_data(wrong, synthetic_data)
 
 
+def test_too_few_val_row_groups_for_the_workers_fail_on_the_driver(synthetic_data):
+    """Each worker validates whole row groups: a val/ with fewer than the workers is refused
+    before any worker starts (it failed in every worker as it built its dataset, and the
+    restarts ate run.max_failures: the rehearsal's miniature val/ of 6 videos on 2 workers)."""
+    from vidtempo.train.run import epoch_plan
+
+    groups = sum(len(rank) for rank in pipeline.plan(synthetic_data / "val", "val", range(1)))
+    many = config.load("tin_r18_synthetic", [f"run.num_workers={groups + 1}",
+                                             "run.batch_per_worker=1"])  # fmt: skip
+    with pytest.raises(DataError, match=f"val has {groups} row groups for {groups + 1} workers "
+                                        f".*use at most {groups} workers"):  # fmt: skip
+        epoch_plan(many, str(synthetic_data))
+    enough = config.override(many, {"run.num_workers": groups})
+    assert epoch_plan(enough, str(synthetic_data))["steps"] >= 1
+
+
 # ---- real runs on Ray Train -------------------------------------------------------------------
 
 

@@ -22,6 +22,8 @@ import contextlib
 import json
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from vidtempo.tooling import doc_commands
 from vidtempo.tooling.servers import (
     BIN,
     CHECKOUT,
@@ -44,7 +47,22 @@ from vidtempo.tooling.servers import (
 # ---- the rehearsal ----------------------------------------------------------------------------
 
 BUCKET = "vidtempo-rehearsal"
-STEPS = 10
+# The documented commands, in this order: the dataset's conversion as the dataset's page shows it
+# (on this machine), then the cluster's (docs/cluster.md; README.md's cluster section points
+# there and shows none of its own)
+PAGES = [("datasets/README.md", "Something-Something V1"), ("docs/cluster.md", None)]
+RECIPE = "tin_r50_1x1x8_40e_sthv1_rgb"  # what jobs/tin_sthv1.py and jobs/tune_tin_sthv1.py run
+WEIGHTS = "resnet50-0676ba61.pth"  # the file the docs upload (here: its format, random values)
+# The cluster's size in the docs and the rehearsal's: trainer nodes (2 CPUs, up to 2) stand in
+# for gpu8 nodes, one CPU worker for the 8 GPUs of one (a sweep's trial), two for a job's 16
+SCALE = [("--workers 16 --gpu", "--workers 2"), ("--workers 8 --gpu", "--workers 1"),
+         ("--samples 16", "--samples 2")]  # fmt: skip
+# What the rehearsal adds to the docs' job and sweep: two epochs, not 40; and 2 videos a step per
+# worker, not the recipe's 6 (a GPU's): two CPU workers of TIN-R50 at 6 videos of 8 frames of
+# 224² hold ~7.2 GB each, and with the servers beside them Ray's memory monitor killed one on this
+# 24 GB machine (measured)
+ADDITION = "--set train.epochs=2 --set run.batch_per_worker=2"
+DRILLS = 9  # the steps after the documented commands (below)
 EPOCHS = 4
 RUN_SETS = [f"train.epochs={EPOCHS}", "train.min_steps=null", "run.batch_per_worker=4",
             "run.max_failures=2"]  # fmt: skip
@@ -84,6 +102,9 @@ class Rehearsal:
         self.stack: list = []  # what to stop at the end, last started first
         self.step_no = 0
         self.head: AutoscalingHead | None = None
+        self.job_id: str | None = None
+        self.total = 2 + DRILLS + sum(len(doc_commands.fenced_commands(CHECKOUT / page, section))
+                                      for page, section in PAGES)  # fmt: skip
 
     def run(self, *cmd: str, env: dict | None = None, timeout: float = 600) -> str:
         done = subprocess.run([str(c) for c in cmd], env=env or self.env, capture_output=True,
@@ -95,7 +116,7 @@ class Rehearsal:
 
     def step(self, title: str):
         self.step_no += 1
-        self.say(f"[{self.step_no}/{STEPS}] {title}", flush=True)
+        self.say(f"[{self.step_no}/{self.total}] {title}", flush=True)
         if self.head:
             self.head.events()  # what came before this step is not its doing
         return time.monotonic()
@@ -146,24 +167,39 @@ class Rehearsal:
                 json.dumps(lineage.runtime_env()), "--", "python", *args]  # fmt: skip
 
     # --------------------------------------------------------------------------------------
-    def services(self) -> None:
-        t = self.step("local stand-ins: an S3 server, the cluster's secrets, the tracking "
-                      "server, a Ray head alone with its autoscaler")  # fmt: skip
+    def stand_ins(self) -> None:
+        t = self.step("local stand-ins: an S3 server and its bucket, the user's shell, a miniature "
+                      "Something-Something V1 and an ImageNet-format ResNet-50 state dict")  # fmt: skip
         s3 = self.s3
         if s3 is None:
             s3 = S3Server(self.work)
             self.stack.append(s3.stop)
-        root = s3.make_bucket(BUCKET)
-        # the head's shell: a HOME of its own (in the working dir), the bucket's endpoint
+        self.s3, self.root = s3, s3.make_bucket(BUCKET)
+        # the user's (and the head's) shell: a HOME of its own in the working dir, where the
+        # checkout is ~/vidtempo as cluster.yaml's setup puts it on the head; AWS credentials and
+        # the bucket's endpoint as a user's ~/.aws would give them
         home = self.work / "home"
         home.mkdir(exist_ok=True)
-        base = {**os.environ, **s3.env, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-                "HOME": str(home)}  # fmt: skip
-        base.pop("RAY_ADDRESS", None)
-        # `vidtempo cluster-secrets`, then `source ~/.vidtempo/secrets/cluster.env`, as the docs say
-        secrets = home / ".vidtempo" / "secrets"
-        self.run(BIN / "vidtempo", "cluster-secrets", env=base)
-        env = sourced(secrets / "cluster.env", base)
+        with contextlib.suppress(FileExistsError):
+            (home / "vidtempo").symlink_to(CHECKOUT)
+        self.shell = {**os.environ, **s3.env, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+                      "HOME": str(home)}  # fmt: skip
+        self.shell.pop("RAY_ADDRESS", None)
+        from vidtempo.tooling import miniature
+
+        counts = miniature.make_sthv1(self.work / "data" / "sthv1")
+        miniature.make_imagenet_resnet50(self.work / WEIGHTS)
+        self.done(t, f"S3 {s3.url} (bucket {BUCKET}); {self.work / 'data' / 'sthv1'}: "
+                     f"{counts['train']} train and {counts['val']} val videos of "
+                     f"{len(miniature.LABELS)} classes, 100 px high; {self.work / WEIGHTS}")  # fmt: skip
+
+    def up(self) -> str:
+        """`ray up cluster.yaml`, here: the tracking server (basic-auth, artifacts in the bucket)
+        and a Ray head alone with its autoscaler, with the secrets `vidtempo cluster-secrets`
+        made, as cluster.yaml's head gets them."""
+        s3, root = self.s3, self.root
+        secrets = Path(self.shell["HOME"]) / ".vidtempo" / "secrets"
+        env = sourced(secrets / "cluster.env", self.shell)
         # a node sees what cluster.yaml gives it and nothing of the head (rehearsal_nodes.py):
         # the head's HOME (the user's, and this one), this working dir, the local runs and
         # tracking database are covered; its environment is cluster.env and the machine's
@@ -184,7 +220,7 @@ class Rehearsal:
         env.update(VIDTEMPO_STORAGE=f"{root}/runs", VIDTEMPO_MLFLOW_URI=url)
         head = AutoscalingHead(env, self.work, isolation=isolation)
         self.stack.append(head.stop)
-        self.env, self.s3, self.root, self.url, self.head = env, s3, root, url, head
+        self.env, self.url, self.head = env, url, head
         self.data = f"{root}/data/synthetic"
         from vidtempo.doctor import anonymous_status
 
@@ -195,9 +231,147 @@ class Rehearsal:
         if anonymous not in (401, 403):
             raise RuntimeError(f"the Ray head took a job without its token (HTTP {anonymous})")
         kinds = ", ".join(f"{k} (up to {v['max_workers']})" for k, v in head.node_types.items())
-        self.done(t, f"S3 {s3.url} (bucket {BUCKET}), MLflow {url} (basic-auth, artifacts in "
-                     f"{root}/mlflow), Ray head {head.gcs} alone, token mode (a job without the "
-                     f"token: HTTP {anonymous}); its autoscaler may add {kinds}")  # fmt: skip
+        return (f"MLflow {url} (basic-auth, artifacts in {root}/mlflow), Ray head {head.gcs} "
+                f"alone, token mode (a job without the token: HTTP {anonymous}); its autoscaler "
+                f"may add {kinds}")  # fmt: skip
+
+    # ---- the documented commands ------------------------------------------------------------
+    def substitutions(self) -> list[tuple[str, str]]:
+        """The docs' placeholders and what stands for them here, longest first."""
+        subs = [("/data/sthv1", str(self.work / "data" / "sthv1")), ("YOUR-BUCKET", BUCKET),
+                *SCALE]  # fmt: skip
+        if self.head:
+            subs += [("http://localhost:8265", self.head.address),
+                     ("http://localhost:5000", self.url)]  # fmt: skip
+        if self.job_id:
+            subs.append(("JOB_ID", self.job_id))
+        return subs
+
+    def as_run_here(self, command: str) -> str:
+        for placeholder, value in self.substitutions():
+            # a placeholder where a word starts (/data/sthv1, not …/vidtempo/data/sthv1)
+            start = r"(?<![\w./-])" if placeholder.startswith("/") else ""
+            command = re.sub(start + re.escape(placeholder), value, command)
+        if " python jobs/" in command:
+            command += f" {ADDITION}"
+        return command
+
+    def documented(self) -> None:
+        """Each fenced command of PAGES in order, as a reader pastes it, with the placeholders
+        substituted; the cluster launcher's own commands (`ray up/exec/dashboard/attach/down
+        cluster.yaml`) act on the local stand-ins instead of AWS."""
+        self.job_id = None
+        for page, section in PAGES:
+            for command in doc_commands.fenced_commands(CHECKOUT / page, section):
+                self.documented_step(page, command)
+
+    def documented_step(self, page: str, command: str) -> None:
+        here = self.as_run_here(command)
+        t = self.step(f"{page}: $ {here}")
+        words = here.split()
+        if words[:3] == ["ray", "up", "cluster.yaml"]:
+            self.done(t, "stand-in: " + self.up(), "ray up")
+        elif words[:2] == ["ray", "exec"]:
+            # on the head: its shell (cluster.env, the storage and tracking it gives every job),
+            # where `--address auto` / `--ray auto` find its own Ray (RAY_ADDRESS here)
+            inner = shlex.split(here)[3]
+            out = self.shell_run(inner, {**self.env, "HOME": self.shell["HOME"],
+                                         "RAY_ADDRESS": self.head.gcs}, CHECKOUT)  # fmt: skip
+            self.documented_check(inner, out, t)
+        elif words[:2] in (["ray", "dashboard"], ["ray", "attach"]):
+            what = ("the dashboard " + self.head.address if words[1] == "dashboard"
+                    else "the tracking server " + self.url)  # fmt: skip
+            self.done(t, f"stand-in: no port to forward: {what} stands for localhost in the "
+                         "commands below")  # fmt: skip
+        elif words[:2] == ["ray", "down"]:
+            self.down_step = t  # after the drills: everything stops at the end
+            self.say("      stand-in: at the end (after the drills), everything the rehearsal "
+                     "started stops", flush=True)  # fmt: skip
+        elif words[0] == "source":
+            self.shell = sourced(Path(words[1].replace("~", self.shell["HOME"], 1)), self.shell)
+            self.done(t, "this shell: " + ", ".join(sorted(
+                k for k in self.shell if k.startswith(("RAY_", "MLFLOW_TRACKING_")))))  # fmt: skip
+        else:
+            cwd = CHECKOUT if words[:2] == ["ray", "job"] else self.work
+            out = self.shell_run(here, self.shell, cwd)
+            self.documented_check(here, out, t)
+
+    def shell_run(self, command: str, env: dict, cwd: Path, timeout: float = 1800) -> str:
+        name = re.sub(r"\W+", "-", command[:60]).strip("-")
+        log = self.work / "logs" / f"{self.step_no:02d}-{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "w") as f:
+            done = subprocess.run(["bash", "-c", command], env=env, cwd=cwd, stdout=f,
+                                  stderr=subprocess.STDOUT, timeout=timeout)  # fmt: skip
+        out = log.read_text()
+        if done.returncode != 0:
+            raise RuntimeError(f"`{command}` exited {done.returncode} (log: {log}):\n{out[-4000:]}")
+        return out
+
+    def documented_check(self, command: str, out: str, t: float) -> None:
+        """What each kind of command must have done, checked and printed."""
+        docs = self.results.setdefault("docs", {})
+        words = command.split()
+        if "prepare" in words:
+            lines = [ln.strip() for ln in out.splitlines() if " videos in " in ln]
+            key = f"prepare {'--ray' if '--ray' in words else 'local'} {words[words.index('--split') + 1]}"
+            docs[key] = lines
+            self.done(t, "; ".join(lines) or out[-300:], key)
+        elif "doctor" in words:
+            docs["doctor"] = out
+            plan = next((ln for ln in out.splitlines() if ln.startswith("the run:")), "")
+            self.done(t, ("all checks passed" if "all checks passed" in out else out[-300:])
+                      + f"; {plan}", "doctor sthv1")  # fmt: skip
+        elif words[:3] == ["ray", "job", "submit"]:
+            found = re.search(r"Job '(raysubmit_\w+)' submitted successfully", out)
+            if not found:
+                raise RuntimeError(f"`ray job submit` printed no job id:\n{out[-2000:]}")
+            self.job_id = found.group(1)
+            script = next(w for w in words if w.startswith("jobs/"))
+            docs.setdefault("jobs", []).append((script, self.job_id))
+            self.done(t, f"submitted: {self.job_id}")
+        elif words[:3] == ["ray", "job", "logs"]:
+            status = self.run(BIN / "ray", "job", "status", f"--address={self.head.address}",
+                              self.job_id, env=self.shell)  # fmt: skip
+            docs.setdefault("logs", {})[self.job_id] = out
+            if f"Job '{self.job_id}' succeeded" not in status:
+                raise RuntimeError(f"job {self.job_id}: {status.strip()[-500:]}\n{out[-4000:]}")
+            self.job_id_done, self.job_id = self.job_id, None
+            said = [ln.strip() for ln in out.splitlines() if "test/top1" in ln]
+            self.done(t, f"job {self.job_id_done} succeeded; " + (said[-1] if said else ""),
+                      "job")  # fmt: skip
+        elif words[:3] == ["vidtempo", "zoo", "compare"]:
+            docs["zoo_compare"] = out
+            self.done(t, " | ".join(ln for ln in out.splitlines() if "tin_r50" in ln)[:400])
+        else:
+            docs.setdefault("other", []).append((command, out))
+            self.done(t, (out.strip().splitlines() or ["done"])[-1][:300])
+
+    def tracked(self) -> None:
+        """What the documented job and sweep left in the tracking server: TIN-R50's test numbers,
+        the sweep's trials and its final run."""
+        t = self.step("in the tracking server: the job's test numbers, the sweep's final run")
+        with self.client() as client:
+            exp = client.get_experiment_by_name("vidtempo")
+            runs = client.search_runs([exp.experiment_id])
+            found = {}
+            for run in runs:
+                name = run.data.tags.get("vidtempo.run_name") or run.info.run_name
+                found[name] = {"status": run.info.status, "metrics": dict(run.data.metrics),
+                               "params": dict(run.data.params), "tags": dict(run.data.tags)}  # fmt: skip
+        self.results["tracked"] = found
+        scores = {}
+        for name in (RECIPE, "sthv1-sweep-final"):
+            # the test protocol's top-1 (test/top1:1x1 for the sthv1 recipes)
+            keys = sorted(k for k in found.get(name, {}).get("metrics", {})
+                          if k.startswith("test/top1"))  # fmt: skip
+            if not keys:
+                raise RuntimeError(f"no test/top1 for {name} among {sorted(found)}")
+            scores[name] = (keys[0], found[name]["metrics"][keys[0]])
+        self.results["test_top1"] = scores
+        self.done(t, "; ".join(f"{name}: {k} {v:.2f}" for name, (k, v) in scores.items())
+                  + f", precision {found[RECIPE]['params'].get('run.precision')}; "
+                  f"{len(found)} runs in 'vidtempo'")  # fmt: skip
 
     def prepare(self) -> None:
         t = self.step(f"vidtempo prepare synthetic --out {self.data} --ray {self.head.gcs} "
@@ -457,36 +631,58 @@ def http_get(url: str, login: tuple[str, str]) -> bytes:
         return r.read()
 
 
-def rehearse(workdir: str | Path, say=print, s3: S3Server | None = None) -> dict:
-    """Every step in order; the servers and nodes are stopped at the end, also on failure."""
+def rehearse(workdir: str | Path, say=print, s3: S3Server | None = None,
+             drills: bool = True) -> dict:  # fmt: skip
+    """Every step in order; the servers and nodes are stopped at the end, also on failure.
+    `drills=False`: the documented commands alone."""
     r = Rehearsal(workdir, say, s3)
+    if not drills:
+        r.total -= DRILLS
     started = time.monotonic()
     try:
-        r.services()
-        r.prepare()
-        r.shares_nothing()
-        r.idle()
-        r.doctor()
-        r.train_with_a_node_lost()
-        r.artifacts()
-        r.evaluate()
-        r.zoo_compare()
-        r.sweep_stopped_and_resumed()
+        r.stand_ins()
+        r.documented()
+        r.tracked()
+        if drills:
+            r.prepare()
+            r.shares_nothing()
+            r.idle()
+            r.doctor()
+            r.train_with_a_node_lost()
+            r.artifacts()
+            r.evaluate()
+            r.zoo_compare()
+            r.sweep_stopped_and_resumed()
     finally:
         r.close()
+    say("      `ray down cluster.yaml`: the servers and the Ray head stopped, the nodes with it")
     r.results["seconds"] = time.monotonic() - started
-    say(f"rehearsal passed in {r.results['seconds'] / 60:.1f} min: the resumed run logged "
-        f"epochs {r.results['epochs']}; the resumed sweep ran {len(r.results['sweep']['children'])} "
-        "trials to the end")
+    summary = "the documented commands ran verbatim: " + ", ".join(
+        f"{name} {key} {value:.2f}" for name, (key, value) in r.results["test_top1"].items())
+    if drills:
+        summary += (f"; the resumed run logged epochs {r.results['epochs']}; the resumed sweep ran "
+                    f"{len(r.results['sweep']['children'])} trials to the end")  # fmt: skip
+    say(f"rehearsal passed in {r.results['seconds'] / 60:.1f} min: {summary}")
     return r.results
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default="rehearsal", help="servers' files, logs, the report")
+    p.add_argument("--docs-only", action="store_true", help="the documented commands alone, "
+                   "without the drills (a node lost mid-run, a sweep stopped and resumed)")  # fmt: skip
     args = p.parse_args(argv)
+    # a `kill` stops what the rehearsal started, as Ctrl-C does (rehearse's `finally`)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        rehearse(args.workdir)
+        rehearse(args.workdir, drills=not args.docs_only)
+    except KeyboardInterrupt:
+        print("rehearsal interrupted: its servers and nodes are stopped", file=sys.stderr)
+        return 130
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"rehearsal failed: {exc}", file=sys.stderr)
         return 1

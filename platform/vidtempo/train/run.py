@@ -193,6 +193,17 @@ def epoch_plan(cfg: Config, data_dir: str) -> dict:
             f"{train_dir} is too small for {world} workers × {batch} videos per step: "
             "use fewer workers or a smaller run.batch_per_worker"
         )
+    # each worker validates whole row groups: every one must have some (else each worker fails
+    # as it builds its dataset, and the restarts eat run.max_failures)
+    eval_dir = train_dir if holdout else storage.join(data_dir, "val")
+    dealt = pipeline.plan(eval_dir, "val", range(1), cfg.run.seed, world, holdout=holdout)
+    if not all(dealt):
+        have = sum(len(rank) for rank in dealt)
+        raise DataError(
+            f"{'the held-out part of ' if holdout else ''}{eval_dir} has {have} row group"
+            f"{'s' * (have != 1)} for {world} workers to validate on (each takes whole row "
+            f"groups of up to 8 videos): use at most {have} workers"
+        )
     return {"one_pass": one_pass, "repeats": repeats, "steps": steps}
 
 

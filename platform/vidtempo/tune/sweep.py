@@ -337,8 +337,11 @@ def resumed_base(base: Config, state: dict, name: str) -> Config:
     if "base" not in state:
         return base
     saved = config.from_dict(state["base"], f"sweep {name}'s config")
+    # set by the driver each time, not by the command (the decode CPUs: settled from the
+    # cluster; the final run printed "not applied: run.data_cpus_per_worker" for it)
     ignored = [k for k in config.diff(saved, base)
-               if k not in ("train.val_interval", "run.storage_path", "run.mlflow_uri")]
+               if k not in ("train.val_interval", "run.storage_path", "run.mlflow_uri",
+                            "run.data_cpus_per_worker")]
     if ignored:
         print(f"[{name}] resuming with the config it was started with; not applied: "
               f"{', '.join(ignored[:8])}{' …' if len(ignored) > 8 else ''}", flush=True)  # fmt: skip
