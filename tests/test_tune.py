@@ -555,3 +555,33 @@ def test_the_search_seed_defaults_to_run_seed_and_can_be_set_alone():
     args = build_parser().parse_args(["tune", "tin_r18_synthetic", "--data", "d",
                                       "--search-seed", "5"])  # fmt: skip
     assert args.search_seed == 5
+
+
+def test_a_final_run_at_another_scale_rescales_the_lr(tmp_path, capsys):
+    """`tune --resume --final --workers N --batch B`: the best trial's values, trained at the
+    command's scale with the lr the linear scaling rule gives there (the trials' scale kept when
+    the command names none)."""
+    from vidtempo.tune.sweep import final_config
+
+    where = [f"run.storage_path={tmp_path / 'runs'}", f"run.mlflow_uri=sqlite:///{tmp_path / 'db'}"]
+    trials = config.load("tin_r18_synthetic", ["run.num_workers=2", "run.batch_per_worker=4", *where])
+    state = {"base": config.to_dict(trials), "best_params": {"optim.lr": 0.01, "model.shift_div": 4}}
+    same = final_config(trials, state, "s")
+    assert capsys.readouterr().out == ""  # the trials' scale: nothing to say
+    bigger = config.override(trials, {"run.num_workers": 4, "run.batch_per_worker": 8})
+    cfg = final_config(bigger, state, "s")
+    assert (cfg.run.num_workers, cfg.batch_per_worker) == (4, 8)
+    assert (cfg.optim.lr, cfg.model.shift_div) == (0.01, 4) == (same.optim.lr, same.model.shift_div)
+    assert cfg.effective_lr == pytest.approx(4 * same.effective_lr)  # 32 videos a step, not 8
+    said = capsys.readouterr().out
+    assert "final run at 4 workers × 8 videos (the trials: 2 × 4)" in said and "not applied" not in said
+
+
+def test_tune_takes_batch_and_its_resume_command_keeps_it():
+    from vidtempo import cli
+    from vidtempo.cli.train import tune_command
+
+    args = cli.build_parser().parse_args(["tune", "tin_r18_synthetic", "--data", "d", "--workers",
+                                          "4", "--batch", "8", "--final"])  # fmt: skip
+    assert args.batch == 8
+    assert tune_command(args, "s")[-4:] == ["--workers", "4", "--batch", "8"]

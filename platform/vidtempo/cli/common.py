@@ -32,7 +32,8 @@ def add_node_wait_argument(parser: argparse.ArgumentParser) -> None:
 
 def run_config(args: argparse.Namespace) -> C.Config:
     overrides = list(args.overrides)
-    for flag, key in (("workers", "run.num_workers"), ("storage", "run.storage_path"),
+    for flag, key in (("workers", "run.num_workers"), ("batch", "run.batch_per_worker"),
+                      ("storage", "run.storage_path"),
                       ("mlflow_uri", "run.mlflow_uri"), ("experiment", "run.experiment"),
                       ("decode_on", "run.decode_resource"),
                       ("node_wait", "run.node_wait_minutes")):  # fmt: skip

@@ -49,6 +49,9 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None,
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (run.num_workers)")
+    p.add_argument("--batch", type=int, default=None, help="videos per step on each worker "
+                   "(run.batch_per_worker; default: the recipe's videos per GPU); the lr "
+                   "follows by the linear scaling rule")  # fmt: skip
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (run.use_gpu)")
     p.add_argument("--imagenet", default=None, metavar="SOURCE", help="ImageNet ResNet-50 "
                    "weights for model.pretrained=imagenet: torchvision://resnet50 (downloaded "
@@ -147,7 +150,9 @@ def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) ->
     p.add_argument("--clips-per-s", type=float, default=None,
                    help="per GPU (or CPU worker), for the budget printed before the first trial")
     p.add_argument("--final", action="store_true", help="then train the best config on all of "
-                   "train/ and test it on val/ (run <sweep>-final): the number to report")  # fmt: skip
+                   "train/ and test it on val/ (run <sweep>-final): the number to report; with "
+                   "--resume, at the --workers/--batch/--gpu given (the lr rescaled by the "
+                   "linear scaling rule)")  # fmt: skip
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep --name (its space, samples and scheduler)")
     p.add_argument("--report", default=None, metavar="SWEEP", help="print sweep SWEEP's trial "
@@ -202,8 +207,8 @@ def tune_command(args: argparse.Namespace, name: str) -> list[str]:
     """The command that resumes sweep `name` as this one was started: config, data, every run
     flag given (ImageNet weights, decode nodes, node wait, …) and the --set items."""
     cmd = ["vidtempo", "tune", args.config, "--data", str(args.data), "--name", name]
-    for flag in ("workers", "imagenet", "storage", "mlflow_uri", "experiment", "decode_on",
-                 "node_wait"):  # fmt: skip
+    for flag in ("workers", "batch", "imagenet", "storage", "mlflow_uri", "experiment",
+                 "decode_on", "node_wait"):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(value)]

@@ -331,9 +331,10 @@ def read_state(sweep_dir: str, name: str, resume: bool) -> dict:
     return state
 
 
-def resumed_base(base: Config, state: dict, name: str) -> Config:
+def resumed_base(base: Config, state: dict, name: str, applied: tuple[str, ...] = ()) -> Config:
     """The config a sweep was started with (its trials resume only with the same one); what the
-    resuming command sets otherwise is said and left aside."""
+    resuming command sets otherwise is said and left aside (but for the keys the caller
+    `applied` itself)."""
     if "base" not in state:
         return base
     saved = config.from_dict(state["base"], f"sweep {name}'s config")
@@ -341,7 +342,7 @@ def resumed_base(base: Config, state: dict, name: str) -> Config:
     # cluster; the final run printed "not applied: run.data_cpus_per_worker" for it)
     ignored = [k for k in config.diff(saved, base)
                if k not in ("train.val_interval", "run.storage_path", "run.mlflow_uri",
-                            "run.data_cpus_per_worker")]
+                            "run.data_cpus_per_worker", *applied)]
     if ignored:
         print(f"[{name}] resuming with the config it was started with; not applied: "
               f"{', '.join(ignored[:8])}{' …' if len(ignored) > 8 else ''}", flush=True)  # fmt: skip
@@ -468,20 +469,41 @@ def _trial_id(result) -> str:
 
 
 
+# what a final run takes from the command that asks for it rather than from the sweep's trials:
+# its scale (the lr follows by the linear scaling rule, as the searched lr is the base lr at the
+# zoo's batch) and its devices
+FINAL_SCALE = ("run.num_workers", "run.batch_per_worker", "run.use_gpu")
+
+
+def final_config(base: Config, state: dict, name: str) -> Config:
+    """The final run's config: the sweep's recipe with its best trial's values, at the scale of
+    `base` (the command's: --workers, --batch, --gpu)."""
+    cfg = config.override(resumed_base(base, state, name, FINAL_SCALE), state["best_params"],
+                          f"sweep {name}'s best trial")  # fmt: skip
+    trials = (cfg.run.num_workers, cfg.batch_per_worker)
+    flat = config.flatten(base)
+    scale = {k: flat[k] for k in FINAL_SCALE}
+    cfg = config.override(cfg, {**driver_settings(base), **scale,
+                                "train.val_interval": base.train.val_interval},
+                          "the command")  # fmt: skip
+    if (cfg.run.num_workers, cfg.batch_per_worker) != trials:
+        print(f"[{name}] final run at {cfg.run.num_workers} workers × {cfg.batch_per_worker} "
+              f"videos (the trials: {trials[0]} × {trials[1]}): effective lr "
+              f"{report.fmt(cfg.effective_lr)} by the linear scaling rule", flush=True)  # fmt: skip
+    return cfg
+
+
 def final(base: Config, data_dir: str | Path, name: str, imagenet: str | None = None) -> dict:
     """The number a sweep reports: its best trial's values on this recipe, trained on all of
     train/ and evaluated on val/ with the zoo's test protocol, as run `<sweep>-final` (the run
-    `zoo compare` puts beside the zoo; it leaves the trials out)."""
+    `zoo compare` puts beside the zoo; it leaves the trials out), at the scale `base` asks for."""
     base = config.override(base, driver_settings(base), "the sweep's driver")
     sweep_dir = storage.join(base.run.storage_path, "sweeps", name)
     state = read_state(sweep_dir, name, resume=True)
     if "best_params" not in state:
         raise FileNotFoundError(f"sweep '{name}' has no best trial yet: let it finish "
                                 "(--resume) before its final run")  # fmt: skip
-    cfg = config.override(resumed_base(base, state, name), state["best_params"],
-                          f"sweep {name}'s best trial")  # fmt: skip
-    cfg = config.override(cfg, driver_settings(base), "the sweep's driver")
-    cfg = config.override(cfg, {"train.val_interval": base.train.val_interval}, "the recipe")
+    cfg = final_config(base, state, name)
     tags = {"vidtempo.sweep": name, "vidtempo.kind": "sweep-final",
             "vidtempo.sweep_parent_run_id": state["parent_run_id"],
             "vidtempo.config_diff": json.dumps(state["best_params"])}  # fmt: skip
