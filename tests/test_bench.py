@@ -77,3 +77,14 @@ def test_bench_shuffle_batches_hold_the_classes_of_a_global_shuffle():
     assert r["global shuffle"]["distinct_ratio"] == 1.0
     assert r["shuffled"]["distinct_ratio"] >= 0.95 and abs(r["shuffled"]["shared_excess"]) <= 0.05
     assert r["list order"]["distinct_ratio"] < 0.9 and r["list order"]["shared_excess"] > 0.1
+
+
+def test_bench_plan_each_rank_makes_its_own_units_only():
+    """The bench checks that a rank's own plan equals its share of the whole one (and the
+    driver's count the whole plan's); a rank's plan then holds about 1/world of the memory."""
+    from vidtempo.bench import plan
+
+    r = plan.run(videos=4000, epochs=20, world=8, rounds=1)
+    assert r["units_per_rank"] == 20 * 63  # 500 row groups: rank 0 deals 63 an epoch
+    assert r["rows"]["a worker's dataset plan (each rank, each start)"]["memory_ratio"] > 3
+    assert r["rows"]["the driver's steps per epoch"]["memory_ratio"] > 2  # its row groups stay

@@ -328,6 +328,24 @@ def test_missing_data_and_wrong_classes_fail_before_training(tmp_path, synthetic
         check_data(wrong, synthetic_data)
 
 
+def test_each_rank_makes_only_its_own_units_and_the_driver_counts_rows(synthetic_data):
+    """A worker's dataset is built from its own units (plan(..., rank)), the same units the
+    whole plan deals it; the driver's steps come from counts alone (rows_per_rank), the same as
+    counting the whole plan's units — with repeats and a held-out part too."""
+    train = synthetic_data / "train"
+    for holdout, repeats, world in ((0.0, 1, 3), (0.25, 2, 2)):
+        whole = pipeline.plan(train, "train", range(4), 7, world, repeats, holdout)
+        for rank in range(world):
+            assert pipeline.plan(train, "train", range(4), 7, world, repeats, holdout, rank) == whole[rank]
+        groups = pipeline.split_groups(train, "train", holdout)
+        rows = pipeline.rows_per_rank(groups, range(4), 7, world, repeats)
+        counted = [[sum(u["rows"] for u in whole[r] if u["epoch"] == e) for r in range(world)]
+                   for e in range(4)]  # fmt: skip
+        assert rows.tolist() == counted
+    val = pipeline.plan(synthetic_data / "val", "val", range(1), 0, 2)
+    assert [pipeline.plan(synthetic_data / "val", "val", range(1), 0, 2, rank=r) for r in (0, 1)] == val
+
+
 def test_too_few_val_row_groups_for_the_workers_fail_on_the_driver(synthetic_data):
     """Each worker validates whole row groups: a val/ with fewer than the workers is refused
     before any worker starts (it failed in every worker as it built its dataset, and the

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 import json
 
-NAMES = ("op", "models", "data", "prepare", "decode", "shuffle", "train", "tune", "temporal", "demo",
-         "step")
+NAMES = ("op", "models", "data", "prepare", "decode", "shuffle", "plan", "train", "tune",
+         "temporal", "demo", "step")
 
 
 def add_parsers(sub) -> None:

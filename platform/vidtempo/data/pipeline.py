@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -137,9 +138,49 @@ def row_groups(paths: list[str], recorded: list | None = None) -> list[tuple[str
     return out
 
 
+def split_groups(data_dir: str | Path, split: str, holdout: float = 0.0) -> list[tuple]:
+    """The row groups a split streams, as (shard, row group, rows, take): from the manifest (the
+    sizes the converter recorded), less the held-out videos for `train` or only them for `val`
+    with `holdout` (a fraction of the train/ folder `data_dir`, vidtempo.data.holdout); `take`
+    names a unit's rows when it is one side of that split ("" for all of them)."""
+    manifest = read_manifest(data_dir)
+    recorded = [s.get("row_groups") for s in manifest["shards"] if s["rows"]]
+    groups = [(*g, "") for g in row_groups(shard_paths(data_dir, manifest), recorded)]
+    if holdout:
+        held = holdout_rows(str(data_dir), holdout)
+        side = "rest" if split == "train" else "held"
+        groups = [(path, group, rows if take is None else len(take),
+                   "" if take is None else ",".join(map(str, take)))
+                  for path, group, rows, _ in groups
+                  for take in [select(rows, held.get((path, group), ()), side)]]  # fmt: skip
+        groups = [g for g in groups if g[2]]
+    return groups
+
+
+def epoch_order(n: int, seed: int, epoch: int, rep: int) -> np.ndarray:
+    """The order of an epoch's (and pass's) `n` training units: the same on every rank."""
+    return np.random.default_rng([seed, epoch] if rep == 0 else [seed, epoch, rep]).permutation(n)
+
+
+def rank_units(groups: list[tuple], split: str, epochs: range, seed: int, world: int,
+               repeats: int, rank: int) -> Iterator[dict]:  # fmt: skip
+    """Worker `rank`'s units, one epoch after another (see `plan`): each epoch's order is drawn
+    and this rank's every world-th unit of it made, never the other ranks' units."""
+    train = split == "train"
+    for epoch in epochs if train else range(1):
+        for rep in range(repeats if train else 1):
+            order = epoch_order(len(groups), seed, epoch, rep) if train else range(len(groups))
+            for g in order[rank::world]:
+                path, group, rows, take = groups[g]
+                yield {"path": path, "row_group": group, "rows": rows, "epoch": epoch,
+                       "pass": rep, "take": take}  # fmt: skip
+
+
 def plan(data_dir: str | Path, split: str, epochs: range, seed: int = 0,
-         world: int = 1, repeats: int = 1, holdout: float = 0.0) -> list[list[dict]]:  # fmt: skip
-    """The units (row groups) each of `world` workers streams, epoch after epoch.
+         world: int = 1, repeats: int = 1, holdout: float = 0.0,
+         rank: int | None = None) -> list:  # fmt: skip
+    """The units (row groups) each of `world` workers streams, epoch after epoch — or, with
+    `rank`, that worker's alone (what its dataset is built from).
 
     Training units are shuffled per epoch with (seed, epoch) and dealt round-robin, so every
     worker sees different videos each epoch; with `repeats`, an epoch is that many passes, each
@@ -147,30 +188,24 @@ def plan(data_dir: str | Path, split: str, epochs: range, seed: int = 0,
     video is evaluated exactly once across the workers. With `holdout` (a fraction of the
     train/ folder `data_dir`, vidtempo.data.holdout), `train` streams the rest of the videos
     and `val` the held-out ones; a unit then names its rows (`take`)."""
-    manifest = read_manifest(data_dir)
-    recorded = [s.get("row_groups") for s in manifest["shards"] if s["rows"]]
-    groups = row_groups(shard_paths(data_dir, manifest), recorded)
-    takes = [""] * len(groups)
-    if holdout:
-        held = holdout_rows(str(data_dir), holdout)
-        side = "rest" if split == "train" else "held"
-        picked = [select(rows, held.get((path, group), ()), side) for path, group, rows in groups]
-        groups = [(path, group, rows if take is None else len(take))
-                  for (path, group, rows), take in zip(groups, picked)]  # fmt: skip
-        takes = [",".join(map(str, take)) if take is not None else "" for take in picked]
-        keep = [i for i, g in enumerate(groups) if g[2]]
-        groups, takes = [groups[i] for i in keep], [takes[i] for i in keep]
-    train = split == "train"
-    per_rank: list[list[dict]] = [[] for _ in range(world)]
-    for epoch in epochs if train else range(1):
-        for rep in range(repeats if train else 1):
-            key = [seed, epoch] if rep == 0 else [seed, epoch, rep]
-            order = np.random.default_rng(key).permutation(len(groups)) if train else None
-            for i, g in enumerate(order if train else range(len(groups))):
-                path, group, rows = groups[g]
-                per_rank[i % world].append({"path": path, "row_group": group, "rows": rows,
-                                            "epoch": epoch, "pass": rep, "take": takes[g]})  # fmt: skip
-    return per_rank
+    groups = split_groups(data_dir, split, holdout)
+    ranks = range(world) if rank is None else [rank]
+    dealt = [list(rank_units(groups, split, epochs, seed, world, repeats, r)) for r in ranks]
+    return dealt if rank is None else dealt[0]
+
+
+def rows_per_rank(groups: list[tuple], epochs: range, seed: int, world: int,
+                  repeats: int) -> np.ndarray:  # fmt: skip
+    """Training rows of each (epoch, rank) as `rank_units` deals them, from counts alone (the
+    driver's check of a whole run: no unit is made)."""
+    rows = np.array([g[2] for g in groups], dtype=np.int64)
+    out = np.zeros((len(epochs), world), dtype=np.int64)
+    for i, epoch in enumerate(epochs):
+        for rep in range(repeats):
+            dealt = rows[epoch_order(len(groups), seed, epoch, rep)]
+            out[i] += np.bincount(np.arange(len(dealt)) % world, weights=dealt,
+                                  minlength=world).astype(np.int64)  # fmt: skip
+    return out
 
 
 def repeats_for(units_one_pass: list[list[dict]], batch_size: int, epochs: int,
@@ -242,7 +277,7 @@ def build(
     if not len(epochs):
         raise DataError("no epochs to stream: the run has already finished")
     units = retrying(f"planning {data_dir}", plan, data_dir, split, epochs, seed, world,
-                     repeats, holdout)[rank]  # fmt: skip
+                     repeats, holdout, rank)  # fmt: skip
     if not units:
         raise DataError(
             f"{data_dir} has too few row groups for {world} workers ({split}); use fewer workers"

@@ -185,9 +185,11 @@ def epoch_plan(cfg: Config, data_dir: str) -> dict:
     train_dir, holdout = storage.join(data_dir, "train"), cfg.data.holdout
     one_pass = pipeline.plan(train_dir, "train", range(1), cfg.run.seed, world, holdout=holdout)
     repeats = pipeline.repeats_for(one_pass, batch, cfg.train.epochs, cfg.train.min_steps)
-    units = pipeline.plan(train_dir, "train", range(cfg.train.epochs), cfg.run.seed,
-                          world, repeats, holdout)  # fmt: skip
-    steps = pipeline.steps_per_epoch(units, batch)
+    # every epoch's rows per rank from counts alone: the units themselves are made by each
+    # rank for itself (pipeline.rank_units), 10^8 dicts at Kinetics' scale on 32 workers
+    groups = pipeline.split_groups(train_dir, "train", holdout)
+    rows = pipeline.rows_per_rank(groups, range(cfg.train.epochs), cfg.run.seed, world, repeats)
+    steps = int(rows.min()) // batch if rows.size else 0
     if steps < 1:
         raise DataError(
             f"{train_dir} is too small for {world} workers × {batch} videos per step: "
