@@ -5,6 +5,7 @@ one the parser accepts (its `--help` answers; a complete line parses as written)
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shlex
 import subprocess
@@ -148,3 +149,51 @@ def test_fenced_commands_join_lines_and_drop_comments(tmp_path):
     assert fenced_commands(page) == ["ls -l", "echo 'a # b' c", "make demo", "true"]
     assert fenced_commands(page, section="B") == ["make demo"]
     assert fenced_commands(page, section="A") == ["ls -l", "echo 'a # b' c", "make demo"]
+
+
+# each mistake a parser can catch: (argv, what the one error line says)
+MISTAKES = [
+    (["tune"], "vidtempo tune needs CONFIG and --data"),
+    (["train", "tin_r18_synthetc", "--data", "."],
+     "no zoo config named 'tin_r18_synthetc'; did you mean 'tin_r18_synthetic'?"),
+    (["train", "tin_r18_synthetic", "--data", "/nonexistent/data"],
+     "data directory /nonexistent/data does not exist"),
+    (["train", "tin_r18_synthetic", "--data", ".", "--set", "optim.lr"], "must look like key=value"),
+    (["train", "tin_r18_synthetic", "--data", ".", "--set", "optim.lrr=1"], "optim.lrr"),
+    (["tune", "tin_r18_synthetic", "--data", ".", "--space", "optim.lr"], "must look like KEY=SPEC"),
+    (["evaluate", "tin_r18_synthetc", "ckpt.pt", "--data", "."], "no zoo config named"),
+    (["train", "tin_r18_synthetic", "--data", ".", "--workers", "0"], "run.num_workers"),
+]  # fmt: skip
+
+CAUGHT = r"""
+import contextlib, io, json, sys
+from vidtempo import cli
+out = []
+for argv, _ in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(argv)
+    out.append([rc, err.getvalue().strip()])
+print(json.dumps([out, [m for m in ("torch", "ray", "mlflow") if m in sys.modules]]))
+"""
+
+
+def test_parser_catchable_mistakes_fail_before_torch_or_ray_is_imported():
+    """Each mistake: exit 2 and one error line, in a process that has imported neither torch
+    nor Ray nor MLflow when it answers (the imports are what took 4-6 s before)."""
+    done = subprocess.run([sys.executable, "-c", CAUGHT, json.dumps(MISTAKES)], cwd=ROOT,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    answers, imported = json.loads(done.stdout.splitlines()[-1])
+    for (argv, said), (rc, err) in zip(MISTAKES, answers):
+        assert rc == 2 and err.startswith("vidtempo: error:") and said in err, (argv, rc, err)
+        assert len(err.splitlines()) == 1, (argv, err)
+    assert imported == [], f"imported before the error: {imported}"
+
+
+def test_version_says_the_version_and_the_commit():
+    from vidtempo import lineage
+
+    done = subprocess.run([str(Path(sys.executable).parent / "vidtempo"), "--version"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.startswith("vidtempo 0.1.0, commit ")
+    assert lineage.source()["commit"] in done.stdout

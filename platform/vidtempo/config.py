@@ -499,7 +499,8 @@ def resolve_path(name_or_path: str | Path) -> Path:
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.exists():
             return candidate
-    names = zoo_names()
+    # the synthetic recipes too (tin_r18_synthetc once got 'tin_r50_1x1x8_40e_sthv2_rgb')
+    names = zoo_names() + sorted(p.stem for p in (CONFIG_DIR / "synthetic").glob("*.yaml"))
     close = difflib.get_close_matches(str(name_or_path), names, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else "; `vidtempo zoo list` shows them"
     raise ConfigError(f"no zoo config named '{name_or_path}'{hint}")

@@ -13,6 +13,7 @@ import sys
 
 from vidtempo import config as C
 from vidtempo.cli import cluster, data, train, zoo
+from vidtempo.cli.common import precheck
 
 
 def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
@@ -22,10 +23,14 @@ def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
     for kind in kinds:
         if kind == "data":
             from vidtempo.data.schema import DataError as t
-        elif kind == "resource":
-            from vidtempo.capacity import ResourceError as t
-        elif kind == "checkpoint":
-            from vidtempo.models.checkpoint import CheckpointMismatch as t
+        elif kind in ("resource", "checkpoint"):
+            # their modules import Ray and torch: an error of theirs was raised only once the
+            # command imported them, and a mistake caught before must not import them to say so
+            module, name = {"resource": ("vidtempo.capacity", "ResourceError"),
+                            "checkpoint": ("vidtempo.models.checkpoint", "CheckpointMismatch")}[kind]  # fmt: skip
+            if module not in sys.modules:
+                continue
+            t = getattr(sys.modules[module], name)
         else:
             t = {"missing": FileNotFoundError, "exists": FileExistsError,
                  "value": ValueError, "os": OSError, "runtime": RuntimeError}[kind]  # fmt: skip
@@ -33,10 +38,30 @@ def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+class Version(argparse.Action):
+    """`vidtempo --version`: the package's version and the checkout's commit (asked of git only
+    when this flag is given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        from vidtempo import lineage
+
+        try:
+            number = version("vidtempo")
+        except PackageNotFoundError:
+            number = "unknown (not installed)"
+        src = lineage.source()
+        dirty = " with uncommitted changes" if src["dirty"] else ""
+        print(f"vidtempo {number}, commit {src['commit']}{dirty}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidtempo", description="Train, tune and evaluate TIN, "
                                 "TAM/TANet and TPN on Ray, tracked in MLflow beside the MMAction2 "
                                 "zoo's numbers.")  # fmt: skip
+    p.add_argument("--version", action=Version, nargs=0, help="the version and the commit")
     sub = p.add_subparsers(dest="command", required=True)
     for group in (data, train, zoo, cluster):
         group.add(sub)
@@ -47,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the parsed command (`args.func`); an error of a kind it names (`args.errors`), or a
     bad config, storage or an unreachable cluster, is printed in one line and gives exit 2."""
     try:
+        precheck(args)  # what the parser can catch, before torch or Ray is imported
         return args.func(args)
     except Exception as exc:
         if not isinstance(exc, _error_types(tuple(getattr(args, "errors", ())))):

@@ -43,3 +43,24 @@ def run_config(args: argparse.Namespace) -> C.Config:
     if getattr(args, "gpu", False):
         overrides.append("run.use_gpu=true")
     return C.load(args.config, overrides)
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """The mistakes a parser can catch, caught before a command imports torch or Ray (within a
+    second): an unknown recipe, a malformed or unknown --set key or value, a malformed --space
+    item, a local --data that does not exist. Each raises the error its command reports."""
+    if getattr(args, "config", None) and hasattr(args, "overrides"):
+        run_config(args)  # the recipe, the flags' and --set's keys and values
+    if getattr(args, "space", None):
+        from vidtempo.tune import space as S
+
+        S.parse(args.space, None)
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and data and "://" not in data:
+        from pathlib import Path
+
+        if not Path(data).expanduser().exists():
+            from vidtempo.data.schema import DataError
+
+            raise DataError(f"data directory {data} does not exist; convert a dataset into it "
+                            "with `vidtempo prepare …` (see datasets/README.md)")  # fmt: skip

@@ -162,15 +162,15 @@ def add_tune_arguments(p: argparse.ArgumentParser, config: str | None = None) ->
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from vidtempo.tune import report
-    from vidtempo.tune import space as S
-    from vidtempo.tune.sweep import Plan, final, sweep
-
     apply_verbose(args)
     if args.report:
         return tune_report(args)
     if not args.config or not args.data:
         raise C.ConfigError("vidtempo tune needs CONFIG and --data (or --report SWEEP)")
+    from vidtempo.tune import report
+    from vidtempo.tune import space as S
+    from vidtempo.tune.sweep import Plan, final, sweep
+
     cfg = run_config(args)
     plan = None
     if not args.resume:
