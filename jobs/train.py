@@ -1,7 +1,7 @@
 """Train any config on Ray Train, evaluate it under its test protocol, log it to MLflow.
 
-    python jobs/train.py --config tanet_r50_1x1x8_50e_sthv1_rgb --data /data/sthv1 --imagenet r50.pth
-    ray job submit --working-dir . -- python jobs/train.py --config ... --data s3://... --gpu
+    python jobs/train.py tanet_r50_1x1x8_50e_sthv1_rgb --data /data/sthv1 --imagenet r50.pth
+    ray job submit --working-dir . -- python jobs/train.py RECIPE --data s3://... --gpu
 
 The same options as `vidtempo train`; see `--help`.
 """

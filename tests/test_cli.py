@@ -202,3 +202,73 @@ def test_version_says_the_version_and_the_commit():
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert done.stdout.startswith("vidtempo 0.1.0, commit ")
     assert lineage.source()["commit"] in done.stdout
+
+
+# the commands that can run on a cluster: each names it with --address
+ON_A_CLUSTER = [("train",), ("tune",), ("evaluate",), ("doctor",), ("prepare", "rawframes"),
+                ("prepare", "videos"), ("prepare", "synthetic")]  # fmt: skip
+# each old spelling, what it now is, and a command line that uses it
+RENAMED = [
+    (["prepare", "videos", "--list", "l", "--root", "r", "--out", "o", "--dataset", "d", "--split",
+      "train", "--storage", "frames"], "format", "frames"),
+    (["prepare", "synthetic", "--out", "o", "--workers", "3"], "decoders", 3),
+    (["prepare", "synthetic", "--out", "o", "--ray", "10.0.0.1:6379"], "address", "10.0.0.1:6379"),
+    (["zoo", "plan", "tin_r50_1x1x8_40e_sthv1_rgb", "--storage", "video"], "format", "video"),
+    (["doctor", "--config", "tin_r18_synthetic"], "config", "tin_r18_synthetic"),
+]  # fmt: skip
+
+
+def _options(parser, path):
+    sub = parser
+    for word in path:
+        sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    return sub, {o: a for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS}
+
+
+def test_one_vocabulary_over_every_command():
+    """docs/commands.md's vocabulary, held over the real parser: --storage is only ever the
+    checkpoint root, --workers only ever Ray Train workers, --address names the cluster in every
+    command that can use one, and the recipe is the first positional argument of every command
+    that runs one (the jobs/ scripts' too)."""
+    from vidtempo import cli
+    from vidtempo.cli.train import add_run_arguments, add_tune_arguments
+
+    parser = cli.build_parser()
+    for path in subcommands(parser):
+        sub, opts = _options(parser, path)
+        if "--storage" in opts:
+            assert "checkpoint root" in opts["--storage"].help, path
+        if "--workers" in opts:
+            assert "Ray Train workers" in opts["--workers"].help, path
+        if path in ON_A_CLUSTER:
+            assert "--address" in opts and "RAY_ADDRESS" in opts["--address"].help, path
+    for path in (("train",), ("tune",), ("evaluate",), ("doctor",)):
+        sub, _ = _options(parser, path)
+        positionals = [a for a in sub._actions if not a.option_strings and a.dest != "help"]
+        assert positionals[0].dest == "config", path
+    for add, spec in ((add_run_arguments, "--config"), (add_tune_arguments, "--config"),
+                      (add_run_arguments, "tin_r50_1x1x8_40e_sthv1_rgb")):  # the jobs/ scripts
+        p = argparse.ArgumentParser()
+        add(p, spec)
+        args = p.parse_args(["tin_r18_synthetic", "--data", "d"])
+        assert args.config == "tin_r18_synthetic"
+
+
+@pytest.mark.parametrize("argv,dest,value", RENAMED, ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
+def test_an_old_spelling_works_for_a_release_and_says_so(argv, dest, value, capsys):
+    from vidtempo import cli
+    from vidtempo.cli.common import apply_renamed
+
+    args = cli.build_parser().parse_args(argv)
+    apply_renamed(args)
+    assert getattr(args, dest) == value
+    note = capsys.readouterr().err.strip().splitlines()
+    assert len(note) == 1 and "is now" in note[0] and "next release" in note[0], note
+
+
+def test_jobs_scripts_take_the_recipe_first_and_still_their_old_config_flag():
+    for argv in (["tin_r18_synthetc", "--data", "."], ["--config", "tin_r18_synthetc", "--data", "."]):
+        done = subprocess.run([sys.executable, "jobs/train.py", *argv], cwd=ROOT,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 2 and "did you mean 'tin_r18_synthetic'" in done.stderr, done.stderr
+        assert ("--config is now the first argument" in done.stderr) == ("--config" in argv)

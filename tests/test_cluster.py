@@ -286,7 +286,7 @@ def test_doctor_reports_an_open_cluster(tmp_path):
     try:
         done = subprocess.run(
             [str(bin_dir / "vidtempo"), "doctor", "--address", head.gcs,
-             "--config", "tin_r18_synthetic", "--workers", "1", "--mlflow-uri", url,
+             "tin_r18_synthetic", "--workers", "1", "--mlflow-uri", url,
              "--storage", f"file://{tmp_path / 'runs'}", "--working-dir", str(tmp_path)],
             env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
     finally:

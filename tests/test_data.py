@@ -569,7 +569,7 @@ def test_a_dataset_name_sets_its_layout_as_distributed_and_a_flag_still_wins(tmp
     names = _sthv1_as_distributed(tmp_path)
     args = ["prepare", "rawframes", "--dataset", "sthv1", "--split", "train",
             "--list", str(tmp_path / "sthv1_train_list_rawframes.txt"),
-            "--root", str(tmp_path / "rawframes"), "--workers", "1"]  # fmt: skip
+            "--root", str(tmp_path / "rawframes"), "--decoders", "1"]  # fmt: skip
     assert cli.main([*args, "--out", str(tmp_path / "out")]) == 0
     m = read_manifest(tmp_path / "out")
     assert m["num_videos"] == 3 and m["num_quarantined"] == 0 and m["classes"] == names
@@ -581,7 +581,7 @@ def test_a_dataset_name_sets_its_layout_as_distributed_and_a_flag_still_wins(tmp
     assert "holds 00001.jpg, 00002.jpg, 00003.jpg, 00004.jpg (4 entries)" in err
     assert not (tmp_path / "bad").exists()
     # a root that is not the frames' folder
-    assert cli.main([*args[:-4], "--root", str(tmp_path), "--workers", "1",
+    assert cli.main([*args[:-4], "--root", str(tmp_path), "--decoders", "1",
                      "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert f"{tmp_path / '1000'} does not exist" in err and "rawframes" in err

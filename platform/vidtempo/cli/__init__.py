@@ -13,7 +13,7 @@ import sys
 
 from vidtempo import config as C
 from vidtempo.cli import cluster, data, train, zoo
-from vidtempo.cli.common import precheck
+from vidtempo.cli.common import apply_renamed, precheck
 
 
 def _error_types(kinds: tuple[str, ...]) -> tuple[type[BaseException], ...]:
@@ -72,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the parsed command (`args.func`); an error of a kind it names (`args.errors`), or a
     bad config, storage or an unreachable cluster, is printed in one line and gives exit 2."""
     try:
+        apply_renamed(args)  # an old spelling's value, under its new name
         precheck(args)  # what the parser can catch, before torch or Ray is imported
+        if getattr(args, "address", None):
+            import os
+
+            os.environ["RAY_ADDRESS"] = args.address  # where this command's Ray connects
         return args.func(args)
     except Exception as exc:
         if not isinstance(exc, _error_types(tuple(getattr(args, "errors", ())))):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from vidtempo.cli.common import run_config
+from vidtempo.cli.common import add_address_argument, add_renamed, run_config
+
+DOCTOR_RECIPE = "tin_r50_1x1x8_40e_sthv1_rgb"  # the flagship's, when no recipe is named
 
 
 def add(sub) -> None:
@@ -19,20 +21,22 @@ def add(sub) -> None:
 def add_doctor(sub) -> None:
     doc = sub.add_parser("doctor", help="check the cluster before `ray job submit`: upload size, "
                          "the op on every node, storage, tracking, GPUs")  # fmt: skip
-    doc.add_argument("--config", default="tin_r50_1x1x8_40e_sthv1_rgb",
-                     help="the config the job will run (its workers, storage, tracking)")
+    doc.add_argument("config", nargs="?", default=None, metavar="RECIPE",
+                     help=f"the recipe the job will run: its workers, storage, tracking "
+                          f"(default: {DOCTOR_RECIPE}, said so)")  # fmt: skip
+    add_renamed(doc, "--config", "the first argument (the recipe)", "config")
     doc.add_argument("--working-dir", default=".", help="what `--working-dir` would upload")
-    doc.add_argument("--address", default=None, help="the cluster: `auto` on its head (default: "
-                     "RAY_ADDRESS, else a local Ray instance)")  # fmt: skip
-    doc.add_argument("--workers", type=int, default=None, help="run.num_workers")
-    doc.add_argument("--gpu", action="store_true", help="run.use_gpu")
-    doc.add_argument("--storage", default=None, help="run.storage_path")
-    doc.add_argument("--mlflow-uri", default=None, help="run.mlflow_uri")
+    add_address_argument(doc)
+    doc.add_argument("--workers", type=int, default=None, help="Ray Train workers (run.num_workers)")
+    doc.add_argument("--gpu", action="store_true", help="one GPU per worker (run.use_gpu)")
+    doc.add_argument("--storage", default=None, help="checkpoint root: a path or s3://, gs:// "
+                     "URI (run.storage_path)")  # fmt: skip
+    doc.add_argument("--mlflow-uri", default=None, help="tracking URI (run.mlflow_uri)")
     doc.add_argument("--data", default=None, help="the dataset the job reads (train/ and val/ "
                      "shards, a path every node sees or s3://...): the decoding nodes read it")  # fmt: skip
     doc.add_argument("--decode-on", default=None, metavar="RESOURCE",
                      help="run.decode_resource: the nodes carrying it decode (cpu-decode nodes)")
-    doc.add_argument("--experiment", default=None, help=argparse.SUPPRESS)
+    doc.add_argument("--experiment", default=None, help="MLflow experiment (run.experiment)")
     doc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     doc.set_defaults(func=cmd_doctor)
 
@@ -40,6 +44,10 @@ def add_doctor(sub) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from vidtempo import doctor
 
+    if not args.config:
+        args.config = DOCTOR_RECIPE
+        print(f"checking for {DOCTOR_RECIPE}, the default recipe (name the job's as the first "
+              "argument)", flush=True)  # fmt: skip
     cfg = run_config(args)
     report = doctor.check(cfg, args.working_dir, args.address, data=args.data)
     print(doctor.render(report))

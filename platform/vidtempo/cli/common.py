@@ -12,6 +12,43 @@ from vidtempo import config as C
 RUN_ERRORS = ("data", "resource", "missing")
 
 
+class Renamed(argparse.Action):
+    """An old spelling kept for one release: it sets what its new name sets and says so in one
+    line (`new`: the new spelling, as the note shows it)."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        print(f"vidtempo: {option_string} is now {self.new}; the old spelling goes in the next "
+              "release", file=sys.stderr)  # fmt: skip
+        setattr(namespace, self.dest, values)
+
+
+OLD = "__old"  # the suffix of an old spelling's dest: cli.run moves its value to the new one
+
+
+def add_renamed(p: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs) -> None:
+    """`old` as a hidden alias of the option `new` (dest `dest`). Its value is kept apart until
+    cli.run moves it (a positional's default would overwrite it while parsing)."""
+    p.add_argument(old, dest=dest + OLD, action=Renamed, new=new, help=argparse.SUPPRESS,
+                   default=argparse.SUPPRESS, **kwargs)  # fmt: skip
+
+
+def apply_renamed(args: argparse.Namespace) -> None:
+    for key in [k for k in vars(args) if k.endswith(OLD)]:
+        setattr(args, key.removesuffix(OLD), getattr(args, key))
+        delattr(args, key)
+
+
+def add_address_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="the Ray cluster: `auto` on its head, or "
+                   "HOST:PORT (default: RAY_ADDRESS, else a Ray instance of this machine)")  # fmt: skip
+
+
 def add_verbose_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="also print Ray Train's and Ray "
                    "Data's INFO lines (or set VIDTEMPO_VERBOSE=1)")  # fmt: skip

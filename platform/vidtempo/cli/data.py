@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vidtempo import config as C
-from vidtempo.cli.common import add_node_wait_argument
+from vidtempo.cli.common import add_address_argument, add_node_wait_argument, add_renamed
 
 
 def add(sub) -> None:
@@ -45,9 +45,9 @@ def add_prepare(sub) -> None:
                            "batches of few classes")  # fmt: skip
         order.add_argument("--list-order", action="store_true",
                            help="keep the list's order instead")
-        pp.add_argument(
-            "--workers", type=int, default=None, help="decoder processes (default: all CPUs)"
-        )
+        pp.add_argument("--decoders", type=int, default=None,
+                        help="decoder processes on this machine (default: all CPUs)")  # fmt: skip
+        add_renamed(pp, "--workers", "--decoders", "decoders", type=int)
         pp.add_argument(
             "--timeout", type=float, default=120.0, help="seconds per video before quarantine"
         )
@@ -58,8 +58,9 @@ def add_prepare(sub) -> None:
             pp.add_argument("--start-index", type=int, default=None,
                             help="the first frame's number (default: the dataset's, 1)")
         else:
-            pp.add_argument("--storage", choices=["video", "frames"], default="video",
-                            help="keep the container bytes (video) or store JPEG frames")  # fmt: skip
+            pp.add_argument("--format", choices=["video", "frames"], default="video",
+                            help="the shards keep the container bytes (video) or JPEG frames")  # fmt: skip
+            add_renamed(pp, "--storage", "--format", "format", choices=["video", "frames"])
             pp.add_argument(
                 "--keyint", type=int, default=None, help="re-encode with this keyframe interval"
             )
@@ -72,10 +73,13 @@ def add_prepare(sub) -> None:
     ps.add_argument("--frames", type=int, default=32)
     ps.add_argument("--size", type=int, default=64)
     ps.add_argument("--seed", type=int, default=0)
-    ps.add_argument("--workers", type=int, default=None)
+    ps.add_argument("--decoders", type=int, default=None,
+                    help="decoder processes on this machine (default: all CPUs)")
+    add_renamed(ps, "--workers", "--decoders", "decoders", type=int)
     ps.add_argument("--videos-per-shard", type=int, default=64)
-    ps.add_argument("--storage", choices=["frames", "video"], default="frames",
+    ps.add_argument("--format", choices=["frames", "video"], default="frames",
                     help="JPEG frames (default: cheapest to decode) or the lossless H.264 videos")
+    add_renamed(ps, "--storage", "--format", "format", choices=["frames", "video"])
     ps.add_argument("--tempo", action="store_true",
                     help="16 classes: the demo's 12 and the tempo classes (a dot circling slowly "
                          "or fast; stripes drifting right or left at a random speed)")  # fmt: skip
@@ -85,14 +89,37 @@ def add_prepare(sub) -> None:
 
 def add_prepare_ray(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-        help="convert as Ray tasks, one per shard, across the cluster at ADDRESS (default: "
+        "--ray", nargs="?", const=True, default=False, action=RayFlag,
+        help="convert as Ray tasks, one per shard, across the cluster --address names (default: "
              "RAY_ADDRESS, else a local instance); --root and --out must then be URIs or "
              "shared mounts when the cluster has several nodes")  # fmt: skip
+    add_address_argument(parser)
     parser.add_argument("--decode-on", default=None, metavar="RESOURCE",
                         help="with --ray: run the tasks on the nodes carrying this Ray resource "
                              "(cluster.yaml's cpu-decode nodes carry `decode`)")  # fmt: skip
     add_node_wait_argument(parser)
+
+
+class RayFlag(argparse.Action):
+    """`--ray`: convert as Ray tasks. `--ray ADDRESS`, the old spelling of `--ray --address
+    ADDRESS`, still works for one release, saying so."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if isinstance(values, str):
+            import sys
+
+            print("vidtempo: --ray ADDRESS is now --ray --address ADDRESS; the old spelling goes "
+                  "in the next release", file=sys.stderr)  # fmt: skip
+            namespace.address = values
+        namespace.ray = True
+
+
+def ray_address(args: argparse.Namespace) -> str | None:
+    """The conversion's Ray: None for this machine's process pool; else the --address (an
+    --address alone asks for Ray too), "" for RAY_ADDRESS or a local instance."""
+    if not (args.ray or args.address):
+        return None
+    return args.address or ""
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -101,14 +128,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from vidtempo.data import prepare
     from vidtempo.data.convert import Options
 
-    workers = args.workers or os.cpu_count() or 2
+    workers = args.decoders or os.cpu_count() or 2
     if args.prepare_command == "synthetic":
         per_class = {"train": args.train_per_class, "val": args.val_per_class}
         manifests = prepare.prepare_synthetic(args.out, per_class, args.frames, args.size,
-                                              args.seed, workers, ray_address=args.ray,
+                                              args.seed, workers, ray_address=ray_address(args),
                                               decode_resource=args.decode_on,
                                               videos_per_shard=args.videos_per_shard,
-                                              storage_kind=args.storage,
+                                              storage_kind=args.format,
                                               classes=16 if args.tempo else 12,
                                               node_wait_minutes=args.node_wait or C.RunConfig.node_wait_minutes)  # fmt: skip
     else:
@@ -120,11 +147,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if args.prepare_command == "rawframes":
             opts.filename_tmpl, opts.start_index = args.filename_tmpl, args.start_index
             m = prepare.prepare_rawframes(args.list, args.root, opts, args.classes,
-                                          args.ray, args.decode_on)  # fmt: skip
+                                          ray_address(args), args.decode_on)  # fmt: skip
         else:
-            opts.storage, opts.keyint = args.storage, args.keyint
-            m = prepare.prepare_videos(args.list, args.root, opts, args.classes, args.ray,
-                                       args.decode_on)  # fmt: skip
+            opts.storage, opts.keyint = args.format, args.keyint
+            m = prepare.prepare_videos(args.list, args.root, opts, args.classes,
+                                       ray_address(args), args.decode_on)  # fmt: skip
         manifests = {args.split: m}
     for split, m in manifests.items():
         print(f"{split}: {m['num_videos']} videos in {len(m['shards'])} shards, "

@@ -9,7 +9,9 @@ import shlex
 from vidtempo import config as C
 from vidtempo.cli.common import (
     RUN_ERRORS,
+    add_address_argument,
     add_node_wait_argument,
+    add_renamed,
     add_verbose_argument,
     apply_verbose,
     run_config,
@@ -35,19 +37,20 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None,
     """The options of `vidtempo train` and of the jobs/ entry points. `config`: None for a
     positional CONFIG, "--config" for a required option, or a config name as its default;
     `required=False`: CONFIG and --data may be left out (`vidtempo tune --report` reads MLflow)."""
-    if config is None:
-        p.add_argument("config", nargs=None if required else "?",
-                       help="zoo config name or YAML (`vidtempo zoo list`)")  # fmt: skip
-    elif config == "--config":
-        p.add_argument("--config", required=required, help="zoo config name or YAML")
+    if config in (None, "--config"):
+        p.add_argument("config", nargs="?" if (config or not required) else None,
+                       help="the recipe: a zoo config name or a YAML file (`vidtempo zoo list`)")  # fmt: skip
     else:
-        p.add_argument("--config", default=config, help=f"zoo config (default: {config})")
+        p.add_argument("config", nargs="?", default=config,
+                       help=f"the recipe (default: {config})")  # fmt: skip
+    add_renamed(p, "--config", "the first argument (the recipe)", "config")
     p.add_argument("--data", required=required, help="folder with train/ and val/ shard "
                    "folders: a local path or a URI (s3://BUCKET/data/sthv1, gs://…, file://…)")  # fmt: skip
     p.add_argument("--name", default=None, help="run name (default: the config name); "
                    "a name that has checkpoints resumes")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. --set optim.lr=0.01 (repeatable)")
+    add_address_argument(p)
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (run.num_workers)")
     p.add_argument("--batch", type=int, default=None, help="videos per step on each worker "
                    "(run.batch_per_worker; default: the recipe's videos per GPU); the lr "
@@ -71,6 +74,9 @@ def add_run_arguments(p: argparse.ArgumentParser, config: str | None = None,
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`vidtempo train` and the jobs/ scripts: train, then print the final metrics."""
+    if not args.config:
+        raise C.ConfigError("which recipe? name it first: python jobs/train.py RECIPE --data DIR "
+                            "(`vidtempo zoo list` shows them)")  # fmt: skip
     from vidtempo import tracking
     from vidtempo.train.run import fit
 
@@ -93,8 +99,9 @@ def add_evaluate(sub) -> None:
     ev.add_argument("--data", required=True, help="folder with the val/ shards (a path or a URI)")
     ev.add_argument("--protocol", choices=["test", "val"], default="test",
                     help="the config's test pipeline (default) or its val pipeline")  # fmt: skip
-    ev.add_argument("--workers", type=int, default=None, help="Ray Train workers")
-    ev.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    add_address_argument(ev)
+    ev.add_argument("--workers", type=int, default=None, help="Ray Train workers (run.num_workers)")
+    ev.add_argument("--gpu", action="store_true", help="one GPU per worker (run.use_gpu)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     add_verbose_argument(ev)
@@ -207,8 +214,8 @@ def tune_command(args: argparse.Namespace, name: str) -> list[str]:
     """The command that resumes sweep `name` as this one was started: config, data, every run
     flag given (ImageNet weights, decode nodes, node wait, …) and the --set items."""
     cmd = ["vidtempo", "tune", args.config, "--data", str(args.data), "--name", name]
-    for flag in ("workers", "batch", "imagenet", "storage", "mlflow_uri", "experiment",
-                 "decode_on", "node_wait"):  # fmt: skip
+    for flag in ("address", "workers", "batch", "imagenet", "storage", "mlflow_uri",
+                 "experiment", "decode_on", "node_wait"):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(value)]

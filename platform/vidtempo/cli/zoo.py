@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from vidtempo import config as C
+from vidtempo.cli.common import add_renamed
 
 
 def add(sub) -> None:
@@ -61,8 +62,9 @@ def add_zoo(sub) -> None:
     zp.add_argument("--data", default=None, help="converted dataset (train/ and val/ shards) to "
                     "count the videos of (default: the dataset's known size)")  # fmt: skip
     zp.add_argument("--videos", default=None, metavar="TRAIN,VAL", help="video counts instead")
-    zp.add_argument("--storage", choices=["frames", "video"], default=None,
+    zp.add_argument("--format", choices=["frames", "video"], default=None,
                     help="how the shards hold the videos (default: what the zoo recipe read)")
+    add_renamed(zp, "--storage", "--format", "format", choices=["frames", "video"])
     zp.add_argument("--decode-ms", type=float, default=None,
                     help="decode + augment ms per clip on one core (default: measured, by storage)")
     zp.add_argument("--log", action="store_true", help="also log the plan as an MLflow run")
@@ -134,7 +136,7 @@ def cmd_zoo_plan(args: argparse.Namespace) -> int:
         if len(videos) != 2:
             raise C.ConfigError(f"--videos must be TRAIN,VAL counts, got {args.videos!r}")
     p = P.plan(cfg, args.gpus, args.clips_per_s, args.gpu_hour_price, args.cpu_hour_price,
-               args.data, videos, args.decode_ms, args.storage)  # fmt: skip
+               args.data, videos, args.decode_ms, args.format)  # fmt: skip
     print(P.table(p))
     if args.json:
         with open(args.json, "w") as fh:

@@ -273,7 +273,7 @@ class Rehearsal:
             self.done(t, "stand-in: " + self.up(), "ray up")
         elif words[:2] == ["ray", "exec"]:
             # on the head: its shell (cluster.env, the storage and tracking it gives every job),
-            # where `--address auto` / `--ray auto` find its own Ray (RAY_ADDRESS here)
+            # where `--address auto` finds its own Ray (RAY_ADDRESS here)
             inner = shlex.split(here)[3]
             out = self.shell_run(inner, {**self.env, "HOME": self.shell["HOME"],
                                          "RAY_ADDRESS": self.head.gcs}, CHECKOUT)  # fmt: skip
@@ -374,11 +374,11 @@ class Rehearsal:
                   f"{len(found)} runs in 'vidtempo'")  # fmt: skip
 
     def prepare(self) -> None:
-        t = self.step(f"vidtempo prepare synthetic --out {self.data} --ray {self.head.gcs} "
+        t = self.step(f"vidtempo prepare synthetic --out {self.data} --ray --address {self.head.gcs} "
                       "--decode-on decode")  # fmt: skip
         out = self.run(BIN / "vidtempo", "prepare", "synthetic", "--out", self.data,
                        "--train-per-class", "4", "--val-per-class", "2", "--frames", "24",
-                       "--size", "48", "--videos-per-shard", "16", "--ray", self.head.gcs,
+                       "--size", "48", "--videos-per-shard", "16", "--ray", "--address", self.head.gcs,
                        "--decode-on", "decode")  # fmt: skip
         self.results["prepare"] = [line for line in out.splitlines() if " videos in " in line]
         self.results["prepare_waited"] = [ln for ln in out.splitlines() if "autoscaler" in ln]
@@ -417,8 +417,8 @@ class Rehearsal:
 
     def doctor(self) -> None:
         t = self.step(f"vidtempo doctor --address {self.head.gcs} --data {self.data}")
-        out = self.run(BIN / "vidtempo", "doctor", "--address", self.head.gcs, "--config",
-                       "tin_r18_synthetic", "--workers", "2", "--data", self.data,
+        out = self.run(BIN / "vidtempo", "doctor", "tin_r18_synthetic", "--address", self.head.gcs,
+                       "--workers", "2", "--data", self.data,
                        "--working-dir", CHECKOUT)  # fmt: skip
         self.results["doctor"] = out
         plan = next((ln for ln in out.splitlines() if ln.startswith("the run:")), "")
@@ -429,11 +429,11 @@ class Rehearsal:
         from vidtempo import storage
         from vidtempo.train import checkpoint as ckpt
 
-        t = self.step("ray job submit … -- python jobs/train.py --config tin_r18_synthetic "
+        t = self.step("ray job submit … -- python jobs/train.py tin_r18_synthetic "
                       f"--data {self.data} (its trainer node lost mid-run)")  # fmt: skip
         run_dir = f"{self.root}/runs/rehearsal"
         # no --storage, no --mlflow-uri: the job's driver has them from the head, as on AWS
-        cmd = self.submit("jobs/train.py", "--config", "tin_r18_synthetic", "--data", self.data,
+        cmd = self.submit("jobs/train.py", "tin_r18_synthetic", "--data", self.data,
                           "--name", "rehearsal", "--experiment", "rehearsal",
                           *[a for s in RUN_SETS for a in ("--set", s)])  # fmt: skip
         with open(self.work / "job.log", "w") as log, self.client() as client:
@@ -519,10 +519,10 @@ class Rehearsal:
         self.done(t, f"{report}: {', '.join(self.results['report'])}")
 
     def sweep_stopped_and_resumed(self) -> None:
-        t = self.step(f"ray job submit … -- python jobs/tune.py --config tin_r18_synthetic "
+        t = self.step(f"ray job submit … -- python jobs/tune.py tin_r18_synthetic "
                       f"--data {self.data} --name {SWEEP} (stopped with `ray job stop`, then "
                       "submitted again with --resume)")  # fmt: skip
-        args = ["jobs/tune.py", "--config", "tin_r18_synthetic", "--data", self.data,
+        args = ["jobs/tune.py", "tin_r18_synthetic", "--data", self.data,
                 "--name", SWEEP, "--experiment", "rehearsal-sweep", *SWEEP_ARGS]  # fmt: skip
         sweep_dir = f"{self.root}/runs/sweeps/{SWEEP}"
         first = self.work / "sweep-1.log"
