@@ -243,9 +243,11 @@ def test_one_vocabulary_over_every_command():
         if path in ON_A_CLUSTER:
             assert "--address" in opts and "RAY_ADDRESS" in opts["--address"].help, path
     for path in (("train",), ("tune",), ("evaluate",), ("doctor",)):
-        sub, _ = _options(parser, path)
+        sub, opts = _options(parser, path)
         positionals = [a for a in sub._actions if not a.option_strings and a.dest != "help"]
         assert positionals[0].dest == "config", path
+        # the commands that write or read runs name where: checkpoints, tracking, experiment
+        assert {"--storage", "--mlflow-uri", "--experiment"} <= set(opts), path
     for add, spec in ((add_run_arguments, "--config"), (add_tune_arguments, "--config"),
                       (add_run_arguments, "tin_r50_1x1x8_40e_sthv1_rgb")):  # the jobs/ scripts
         p = argparse.ArgumentParser()

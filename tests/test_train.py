@@ -508,6 +508,14 @@ def test_resubmitted_run_resumes_the_same_mlflow_run(ray_session, synthetic_data
     again = json.loads(out.read_text())
     assert again["test/top1@2x1"] == pytest.approx(res["metrics"]["test/top1:2x1"])
     assert again["test/videos@2x1"] == 24  # 12 classes × 2
+    # with --experiment (and --storage, --mlflow-uri), also a run of its own
+    assert cli(["evaluate", "tin_r18_synthetic", str(last), "--data", str(synthetic_data),
+                "--storage", str(tmp_path / "runs"), "--mlflow-uri", uri,
+                "--experiment", "evals"]) == 0  # fmt: skip
+    (logged_eval,) = tracking.runs(uri, "evals")
+    assert logged_eval["tags"]["vidtempo.kind"] == "evaluate"
+    assert logged_eval["tags"]["vidtempo.checkpoint"] == str(last)
+    assert logged_eval["metrics"]["test/top1:2x1"] == pytest.approx(again["test/top1@2x1"])
     # … and its logged val/top1 (two workers, the BN statistics synced from rank 0 first)
     assert cli(["evaluate", "tin_r18_synthetic", str(last), "--data", str(synthetic_data),
                 "--protocol", "val", "--json", str(out),

@@ -102,6 +102,11 @@ def add_evaluate(sub) -> None:
     add_address_argument(ev)
     ev.add_argument("--workers", type=int, default=None, help="Ray Train workers (run.num_workers)")
     ev.add_argument("--gpu", action="store_true", help="one GPU per worker (run.use_gpu)")
+    ev.add_argument("--storage", default=None, help="checkpoint root: a path or s3://, gs:// URI "
+                    "(run.storage_path; Ray Train's scratch of the evaluation goes there)")  # fmt: skip
+    ev.add_argument("--mlflow-uri", default=None, help="tracking URI: with it or --experiment, "
+                    "the scores are also logged as a run, evaluate-<recipe>")  # fmt: skip
+    ev.add_argument("--experiment", default=None, help="MLflow experiment (run.experiment)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     add_verbose_argument(ev)
@@ -121,6 +126,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    if args.mlflow_uri or args.experiment:
+        from vidtempo import tracking
+        from vidtempo.tracking import record
+
+        uri = tracking.resolve_uri(cfg)
+        run_id = record.evaluation(cfg, uri, str(args.checkpoint), args.protocol, result)
+        print(f"MLflow run {run_id} (evaluate-{cfg.name}) in experiment {cfg.run.experiment} of {uri}")
     return 0
 
 

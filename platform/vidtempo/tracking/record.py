@@ -159,6 +159,18 @@ def set_running(uri: str, run_id: str) -> None:
     c.set_tag(run_id, "vidtempo.status", "running")
 
 
+def evaluation(cfg: Config, uri: str, checkpoint: str, protocol: str,
+               scores: dict[str, float]) -> str:  # fmt: skip
+    """`vidtempo evaluate … --experiment/--mlflow-uri`: the scores of a checkpoint as a run of
+    their own (run `evaluate-<recipe>`, kind `evaluate`, the checkpoint named); its id."""
+    run_id = start_run(cfg, f"evaluate-{cfg.name}", uri,
+                       tags={"vidtempo.kind": "evaluate", "vidtempo.checkpoint": checkpoint,
+                             "vidtempo.protocol": protocol})  # fmt: skip
+    log_metrics(uri, run_id, scores, step=0)
+    end_run(uri, run_id)
+    return run_id
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     c = client(uri)
     c.set_tag(run_id, "vidtempo.status", status.lower())
