@@ -63,3 +63,21 @@ def problems(page: Path) -> list[str]:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_cross_references_resolve(page):
     assert problems(page) == []
+
+
+def test_the_reference_names_every_run_setting_and_variable():
+    """docs/reference.md has a row for every `run.*` field of the config and every VIDTEMPO_*
+    variable the code reads, and the words a newcomer asks about."""
+    import dataclasses
+
+    from vidtempo.config import RunConfig
+
+    text = (ROOT / "docs" / "reference.md").read_text()
+    for field in dataclasses.fields(RunConfig):
+        assert f"`run.{field.name}`" in text, field.name
+    code = " ".join(p.read_text() for p in (ROOT / "platform").rglob("*.py")) + (ROOT / "setup.py").read_text()
+    names = set(re.findall(r"VIDTEMPO_[A-Z_]*[A-Z]", code))
+    for name in sorted(n for n in names if not any(m != n and m.startswith(n) for m in names)):
+        assert f"`{name}`" in text, name  # (a prefix the code matches on is not a variable)
+    for word in ("pre-flight", "rung", "trial-epoch", "2x3", "8x4", "C++ compiler", "8 GB"):
+        assert word in text, word
