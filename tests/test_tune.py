@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -413,6 +414,12 @@ def test_a_tpe_sweep_killed_with_sigkill_resumes_and_its_final_run_is_the_report
     from vidtempo.tracking import store
 
     uri, before, text = killed_sweep["uri"], killed_sweep["before"], killed_sweep["first"]
+    # the sweep's first minute (until it was killed) reads as what it is: no Ray error-format
+    # line, no traceback, not Tune's experiment box nor its TensorBoard hint
+    ray_error = re.compile(r"\d\d:\d\d:\d\d,\d{3} E \d+ \d+\] \S+\.(cc|h):\d+")  # Ray's C++ log
+    assert not [ln for ln in text.splitlines() if ray_error.search(ln)], text[-3000:]
+    for noise in ("Traceback", "Configuration for experiment", "tensorboard", "View run"):
+        assert noise not in text, (noise, text[-3000:])
     budget = text.index("[sw] budget: 3 trials × 2 epochs: at most 6 trial-epochs")
     assert budget < text.index("trial ") < len(text), text[-3000:]
     assert "a trial-epoch: 16 training clips + 12 clips ranked on" in text  # 12 held out

@@ -12,6 +12,7 @@ import gc
 import sys
 
 from vidtempo import config as C
+from vidtempo import verbosity
 from vidtempo.cli import cluster, data, train, zoo
 from vidtempo.cli.common import apply_renamed, precheck
 
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         apply_renamed(args)  # an old spelling's value, under its new name
         precheck(args)  # what the parser can catch, before torch or Ray is imported
+        if getattr(args, "verbose", False):
+            verbosity.set_verbose(True)
+        verbosity.quiet_driver()  # MLflow's and Tune's own chatter, unless verbose
         if getattr(args, "address", None):
             import os
 
