@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "datasets" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PLACEHOLDERS = ("…", "...")
 
 
@@ -73,6 +73,11 @@ def documented_commands() -> list[tuple[str, str]]:
                 for m in re.finditer(r"(?:^|[\s\"(&;])((?:vidtempo(?=\s|$)|python jobs/\S+|^make\b)"
                                      r"(?: +[^\s\"#)]+)*)", line):  # fmt: skip
                     found.append((f"{doc.name}: {line.strip()[:70]}", m.group(1)))
+    # and the commands cluster.yaml's comments name (`vidtempo …`, across comment lines)
+    comments = " ".join(line.split("#", 1)[1].strip()
+                        for line in (ROOT / "cluster.yaml").read_text().splitlines() if "#" in line)  # fmt: skip
+    for m in re.finditer(r"`(vidtempo [^`]+)`", comments):
+        found.append((f"cluster.yaml: {m.group(1)[:60]}", m.group(1)))
     return found
 
 
@@ -83,7 +88,7 @@ def test_the_docs_show_commands():
 
 
 @pytest.mark.parametrize("where,command", documented_commands(), ids=lambda v: v[:60])
-def test_documented_command_parses(where, command):
+def test_documented_command_parses(where, command, capsys):
     from vidtempo import cli
 
     words = shlex.split(command)
@@ -113,6 +118,8 @@ def test_documented_command_parses(where, command):
         parser.parse_args(argv)
     except SystemExit as exc:
         pytest.fail(f"{where}: `{command}` does not parse (exit {exc.code})")
+    said = capsys.readouterr().err
+    assert "is now" not in said, f"{where}: `{command}` uses an old spelling: {said}"
 
 
 def test_jobs_scripts_answer_help():
