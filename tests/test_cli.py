@@ -175,6 +175,8 @@ MISTAKES = [
     (["tune", "tin_r18_synthetic", "--data", ".", "--space", "optim.lr"], "must look like KEY=SPEC"),
     (["evaluate", "tin_r18_synthetc", "ckpt.pt", "--data", "."], "no zoo config named"),
     (["train", "tin_r18_synthetic", "--data", ".", "--workers", "0"], "run.num_workers"),
+    (["doctor", "--data", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
+    (["zoo", "plan", "tin_r50_1x1x8_40e_sthv1_rgb", "--data", "/nonexistent/d"], "does not exist"),
 ]  # fmt: skip
 
 CAUGHT = r"""

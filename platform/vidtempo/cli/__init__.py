@@ -72,9 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command (`args.func`); an error of a kind it names (`args.errors`), or a
     bad config, storage or an unreachable cluster, is printed in one line and gives exit 2."""
+    apply_renamed(args)  # an old spelling's value, under its new name
     try:
-        apply_renamed(args)  # an old spelling's value, under its new name
         precheck(args)  # what the parser can catch, before torch or Ray is imported
+    except Exception as exc:
+        from vidtempo.data.schema import DataError
+
+        if not isinstance(exc, C.ConfigError | DataError):
+            raise
+        print(f"vidtempo: error: {exc}", file=sys.stderr)  # whatever kinds the command names
+        return 2
+    try:
         if getattr(args, "verbose", False):
             verbosity.set_verbose(True)
         verbosity.quiet_driver()  # MLflow's and Tune's own chatter, unless verbose
