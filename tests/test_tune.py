@@ -577,8 +577,13 @@ def test_a_final_run_at_another_scale_rescales_the_lr(tmp_path, capsys):
     state = {"base": config.to_dict(trials), "best_params": {"optim.lr": 0.01, "model.shift_div": 4}}
     same = final_config(trials, state, "s")
     assert capsys.readouterr().out == ""  # the trials' scale: nothing to say
+    # a command that names no scale keeps the trials' (its recipe's default is not a request)
+    plain = config.load("tin_r18_synthetic", where)
+    kept = final_config(plain, state, "s")
+    assert (kept.run.num_workers, kept.batch_per_worker) == (2, 4)
+    capsys.readouterr()
     bigger = config.override(trials, {"run.num_workers": 4, "run.batch_per_worker": 8})
-    cfg = final_config(bigger, state, "s")
+    cfg = final_config(bigger, state, "s", {"run.num_workers": 4, "run.batch_per_worker": 8})
     assert (cfg.run.num_workers, cfg.batch_per_worker) == (4, 8)
     assert (cfg.optim.lr, cfg.model.shift_div) == (0.01, 4) == (same.optim.lr, same.model.shift_div)
     assert cfg.effective_lr == pytest.approx(4 * same.effective_lr)  # 32 videos a step, not 8
@@ -594,3 +599,9 @@ def test_tune_takes_batch_and_its_resume_command_keeps_it():
                                           "4", "--batch", "8", "--final"])  # fmt: skip
     assert args.batch == 8
     assert tune_command(args, "s")[-4:] == ["--workers", "4", "--batch", "8"]
+    from vidtempo.cli.train import final_scale
+
+    assert final_scale(args) == {"run.num_workers": 4, "run.batch_per_worker": 8}
+    plain = cli.build_parser().parse_args(["tune", "tin_r18_synthetic", "--data", "d", "--set",
+                                           "run.use_gpu=true", "--set", "optim.lr=0.1"])  # fmt: skip
+    assert final_scale(plain) == {"run.use_gpu": "true"}

@@ -212,7 +212,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"best config: {out['best_config_path']}")
     print(f"MLflow parent run {out['parent_run_id']}")
     if out.get("best") and args.final:
-        res = final(cfg, args.data, name, args.imagenet)
+        res = final(cfg, args.data, name, args.imagenet, final_scale(args))
         shown = {k: v for k, v in sorted(res["metrics"].items()) if k.startswith("test/top")}
         print(f"\n{res['name']}: " + "  ".join(f"{k} {v:.2f}" for k, v in shown.items()))
         print(f"MLflow run {res['mlflow_run_id']}")
@@ -220,6 +220,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"the number to report: the best config on all of train/, tested on val/:\n"
               f"  {shlex.join(tune_command(args, name))} --resume --final")  # fmt: skip
     return 0
+
+
+def final_scale(args: argparse.Namespace) -> dict:
+    """What this command sets of a final run's scale (--workers, --batch, --gpu, or --set of
+    those keys); the rest stays the trials'."""
+    from vidtempo.tune.sweep import FINAL_SCALE
+
+    scale = {k.strip(): v for k, _, v in (item.partition("=") for item in args.overrides)
+             if k.strip() in FINAL_SCALE}  # fmt: skip
+    for flag, key in (("workers", "run.num_workers"), ("batch", "run.batch_per_worker")):
+        if getattr(args, flag, None) is not None:
+            scale[key] = getattr(args, flag)
+    if getattr(args, "gpu", False):
+        scale["run.use_gpu"] = True
+    return scale
 
 
 def tune_command(args: argparse.Namespace, name: str) -> list[str]:

@@ -475,14 +475,13 @@ def _trial_id(result) -> str:
 FINAL_SCALE = ("run.num_workers", "run.batch_per_worker", "run.use_gpu")
 
 
-def final_config(base: Config, state: dict, name: str) -> Config:
-    """The final run's config: the sweep's recipe with its best trial's values, at the scale of
-    `base` (the command's: --workers, --batch, --gpu)."""
-    cfg = config.override(resumed_base(base, state, name, FINAL_SCALE), state["best_params"],
+def final_config(base: Config, state: dict, name: str, scale: dict | None = None) -> Config:
+    """The final run's config: the sweep's recipe with its best trial's values, at the trials'
+    scale or at `scale` (what the command set of FINAL_SCALE: --workers, --batch, --gpu)."""
+    scale = {k: v for k, v in (scale or {}).items() if k in FINAL_SCALE}
+    cfg = config.override(resumed_base(base, state, name, tuple(scale)), state["best_params"],
                           f"sweep {name}'s best trial")  # fmt: skip
     trials = (cfg.run.num_workers, cfg.batch_per_worker)
-    flat = config.flatten(base)
-    scale = {k: flat[k] for k in FINAL_SCALE}
     cfg = config.override(cfg, {**driver_settings(base), **scale,
                                 "train.val_interval": base.train.val_interval},
                           "the command")  # fmt: skip
@@ -493,17 +492,19 @@ def final_config(base: Config, state: dict, name: str) -> Config:
     return cfg
 
 
-def final(base: Config, data_dir: str | Path, name: str, imagenet: str | None = None) -> dict:
+def final(base: Config, data_dir: str | Path, name: str, imagenet: str | None = None,
+          scale: dict | None = None) -> dict:  # fmt: skip
     """The number a sweep reports: its best trial's values on this recipe, trained on all of
     train/ and evaluated on val/ with the zoo's test protocol, as run `<sweep>-final` (the run
-    `zoo compare` puts beside the zoo; it leaves the trials out), at the scale `base` asks for."""
+    `zoo compare` puts beside the zoo; it leaves the trials out), at the trials' scale or at the
+    one the command sets (`scale`, see final_config)."""
     base = config.override(base, driver_settings(base), "the sweep's driver")
     sweep_dir = storage.join(base.run.storage_path, "sweeps", name)
     state = read_state(sweep_dir, name, resume=True)
     if "best_params" not in state:
         raise FileNotFoundError(f"sweep '{name}' has no best trial yet: let it finish "
                                 "(--resume) before its final run")  # fmt: skip
-    cfg = final_config(base, state, name)
+    cfg = final_config(base, state, name, scale)
     tags = {"vidtempo.sweep": name, "vidtempo.kind": "sweep-final",
             "vidtempo.sweep_parent_run_id": state["parent_run_id"],
             "vidtempo.config_diff": json.dumps(state["best_params"])}  # fmt: skip
