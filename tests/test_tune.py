@@ -418,7 +418,8 @@ def test_a_tpe_sweep_killed_with_sigkill_resumes_and_its_final_run_is_the_report
     # line, no traceback, not Tune's experiment box nor its TensorBoard hint
     ray_error = re.compile(r"\d\d:\d\d:\d\d,\d{3} E \d+ \d+\] \S+\.(cc|h):\d+")  # Ray's C++ log
     assert not [ln for ln in text.splitlines() if ray_error.search(ln)], text[-3000:]
-    for noise in ("Traceback", "Configuration for experiment", "tensorboard", "View run"):
+    for noise in ("Traceback", "Configuration for experiment", "tensorboard", "View run",
+                  "PreemptionWatcher", "Set ray log level"):
         assert noise not in text, (noise, text[-3000:])
     budget = text.index("[sw] budget: 3 trials × 2 epochs: at most 6 trial-epochs")
     assert budget < text.index("trial ") < len(text), text[-3000:]
@@ -604,4 +605,7 @@ def test_tune_takes_batch_and_its_resume_command_keeps_it():
     assert final_scale(args) == {"run.num_workers": 4, "run.batch_per_worker": 8}
     plain = cli.build_parser().parse_args(["tune", "tin_r18_synthetic", "--data", "d", "--set",
                                            "run.use_gpu=true", "--set", "optim.lr=0.1"])  # fmt: skip
-    assert final_scale(plain) == {"run.use_gpu": "true"}
+    assert final_scale(plain) == {"run.use_gpu": True}
+    typed = cli.build_parser().parse_args(["tune", "tin_r18_synthetic", "--data", "d", "--set",
+                                           "run.batch_per_worker=4"])  # fmt: skip
+    assert final_scale(typed) == {"run.batch_per_worker": 4}  # CI: '4' was refused as a str

@@ -151,10 +151,7 @@ def runtime_env(root: Path | None = None, verbose: bool = False) -> dict:
     env = {ENV_COMMIT: src["commit"], ENV_DIRTY: str(src["dirty"]).lower(), ENV_USER: user()}
     if diff:
         env[ENV_DIFF] = diff
-    from vidtempo import verbosity
-
-    # the job's driver and every process it starts (Ray Train's controller among them): quiet
-    # unless asked (verbosity.worker_env)
-    env.update(verbosity.worker_env(verbose))
+    if verbose:
+        env["VIDTEMPO_VERBOSE"] = "1"
     return {"env_vars": env}
 

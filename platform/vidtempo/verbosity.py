@@ -39,25 +39,26 @@ def train_logging_config(on: bool | None = None):
 
 
 def worker_env(on: bool | None = None) -> dict[str, str]:
-    """Environment for Ray's worker processes: Ray Data reads its log level from it; and, quiet,
-    their C++ core logs only what is fatal (its ERROR lines are Ray's internal notices, such as
-    Ray Train's controller saying at every run that its 'PreemptionWatcher' actor "has
-    constructor arguments in the object store and max_restarts > 0"; a failure a user must
-    see reaches the driver as an exception, which vidtempo reports)."""
+    """Environment for Ray's worker processes: Ray Data reads its log level from it."""
     on = verbose() if on is None else on
-    env = {"RAY_DATA_LOG_LEVEL": logging.getLevelName(log_level(on)), ENV: "1" if on else "0"}
-    if not on:
-        env["RAY_BACKEND_LOG_LEVEL"] = "fatal"
-    return env
+    return {"RAY_DATA_LOG_LEVEL": logging.getLevelName(log_level(on)), ENV: "1" if on else "0"}
 
 
 def quiet_driver() -> None:
-    """This process's own chatter, unless verbose: MLflow's '🏃 View run … at: URL' lines (vidtempo
-    prints the run and the UI command itself) and Tune's new output engine, which prints its
-    'Configuration for experiment' box and a TensorBoard hint even when told to be silent (the
-    legacy one, at verbose=0, prints nothing)."""
+    """This process's own chatter, unless verbose (set in its environment, which Ray Train hands
+    its controller and workers):
+    - Ray Train's preemption watcher, which in Ray 2.60 only logs node drains, is not started:
+      its creation made the controller print an ERROR line at every run ("Actor with class name:
+      'PreemptionWatcher' … has constructor arguments in the object store and max_restarts >
+      0"). A lost node is handled as before (run.max_failures).
+    - MLflow's '🏃 View run … at: URL' lines (vidtempo prints the run and the UI command itself).
+    - Tune's new output engine, which prints its 'Configuration for experiment' box and a
+      TensorBoard hint even when told to be silent (the legacy one, at verbose=0, prints nothing).
+    (Quieting the workers' C++ log instead, RAY_BACKEND_LOG_LEVEL=fatal, made every new worker
+    print "Set ray log level from environment variable": measured, reverted.)"""
     if verbose():
         return
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 
 from vidtempo import config as C
@@ -86,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "verbose", False):
             verbosity.set_verbose(True)
         verbosity.quiet_driver()  # MLflow's and Tune's own chatter, unless verbose
-        if getattr(args, "address", None):
-            import os
-
-            os.environ["RAY_ADDRESS"] = args.address  # where this command's Ray connects
+        address = getattr(args, "address", None)
+        if address and not (address == "auto" and os.environ.get("RAY_ADDRESS")):
+            # where this command's Ray connects; `auto` defers to RAY_ADDRESS, as Ray's own does
+            # (on a head whose shell has it; the CI run of 87b8d6f: `auto` put over it found
+            # another instance of the machine)
+            os.environ["RAY_ADDRESS"] = address
         return args.func(args)
     except Exception as exc:
         if not isinstance(exc, _error_types(tuple(getattr(args, "errors", ())))):

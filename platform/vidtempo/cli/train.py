@@ -227,8 +227,7 @@ def final_scale(args: argparse.Namespace) -> dict:
     those keys); the rest stays the trials'."""
     from vidtempo.tune.sweep import FINAL_SCALE
 
-    scale = {k.strip(): v for k, _, v in (item.partition("=") for item in args.overrides)
-             if k.strip() in FINAL_SCALE}  # fmt: skip
+    scale = {k: v for k, v in C._parse_overrides(args.overrides).items() if k in FINAL_SCALE}
     for flag, key in (("workers", "run.num_workers"), ("batch", "run.batch_per_worker")):
         if getattr(args, flag, None) is not None:
             scale[key] = getattr(args, flag)
