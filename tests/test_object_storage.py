@@ -281,8 +281,14 @@ def test_row_group_reads_outlast_s3_going_down_with_no_restart(s3, synthetic_dat
 def test_the_readmes_cluster_workflow_rehearsed(s3, tmp_path):
     """`make cluster-rehearsal`'s steps (vidtempo.tooling.rehearsal), on the session's S3 server, on a
     cluster that starts as its head alone and grows and shrinks by Ray's own autoscaler."""
+    import ray
+
     from vidtempo.tooling.rehearsal import EPOCHS, SWEEP_EPOCHS, rehearse
 
+    # the session's own Ray instance (and its idle workers, torch loaded) is not the rehearsal's:
+    # its memory is what TIN-R50's CPU workers need (the CI run of 764f0d3: Ray's memory monitor
+    # killed 8 workers of the documented sweep at 96% of 24 GB); ray_session starts it again
+    ray.shutdown()
     lines: list[str] = []
     results = rehearse(tmp_path / "rehearsal", say=lambda *a, **k: lines.append(" ".join(a)),
                        s3=s3)  # fmt: skip

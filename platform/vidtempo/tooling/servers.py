@@ -209,7 +209,9 @@ def start_mlflow_server(root: str | Path, login: tuple[str, str] | None = None,
     The same root and port start it again with its runs (a restart)."""
     root = Path(root)
     port = port or free_port()
-    env = {**os.environ, **(env or {})}
+    # without MLflow's job runner (its GenAI jobs; vidtempo runs none): it started seven huey
+    # processes of ~0.24 GB each beside every server, memory the rehearsal's R50 workers need
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     args = []
     if login:
         ini = root / "basic_auth.ini"
