@@ -649,19 +649,8 @@ def test_gpu_workers_decode_with_their_nodes_cpus_unless_the_recipe_says(monkeyp
 # ---- the order of the videos in the shards ---------------------------------------------------
 
 
-def _labels_only(seen: dict):
-    """A convert() shard writer that keeps each shard's video ids (no videos)."""
-
-    def run_chunks(todo, opts, out, bar):
-        for name, chunk in todo:
-            seen[name] = [j["video_id"] for j in chunk]
-            yield name, {"file": name, "rows": len(chunk), "bytes": 0, "row_groups": [len(chunk)]}, []
-
-    return run_chunks
-
-
 def test_prepare_writes_a_seeded_order_and_records_it(tmp_path):
-    from vidtempo.bench.shuffle import class_sorted_list
+    from vidtempo.bench.shuffle import class_sorted_list, inputs_only
     from vidtempo.data import convert as conv
 
     jobs = class_sorted_list(20, 8)  # grouped by class, as Kinetics' lists are
@@ -671,7 +660,7 @@ def test_prepare_writes_a_seeded_order_and_records_it(tmp_path):
         seen: dict = {}
         opts = Options(out=tmp_path / out, dataset="d", split="train", storage="frames",
                        videos_per_shard=32, classes=[""] * 20, progress=False, order_seed=seed)  # fmt: skip
-        writer = _labels_only(seen)
+        writer = inputs_only(seen)
         if interrupt_after is not None:  # a crash after some shards were written
             def writer(todo, opts, out, bar, _w=writer):  # noqa: E306
                 for k, item in enumerate(_w(todo, opts, out, bar)):
@@ -679,7 +668,7 @@ def test_prepare_writes_a_seeded_order_and_records_it(tmp_path):
                         raise KeyboardInterrupt
                     yield item
         manifest = conv.convert(jobs, opts, {"kind": "test"}, writer)
-        return manifest, [v for name in sorted(seen) for v in seen[name]]
+        return manifest, [j["video_id"] for name in sorted(seen) for j in seen[name]]
 
     manifest, order = prepare("a", 0)
     assert manifest["order"] == {"kind": "shuffled", "seed": 0}

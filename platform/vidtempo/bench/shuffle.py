@@ -34,6 +34,21 @@ def class_sorted_list(classes: int, per_class: int) -> list[dict]:
             for c in range(classes) for i in range(per_class)]  # fmt: skip
 
 
+def inputs_only(kept: dict):
+    """A `convert` shard writer (run_chunks) that writes no video: each shard's manifest entry,
+    its inputs kept in `kept` by shard name, in the order the shard would hold them."""
+    from vidtempo.data import convert as conv
+
+    def run_chunks(todo, opts, out, bar):
+        for name, chunk in todo:
+            kept[name] = chunk
+            groups = [min(conv.ROW_GROUP, len(chunk) - i)
+                      for i in range(0, len(chunk), conv.ROW_GROUP)]  # fmt: skip
+            yield name, {"file": name, "rows": len(chunk), "bytes": 0, "row_groups": groups}, []
+
+    return run_chunks
+
+
 def our_batches(jobs: list[dict], order_seed: int | None, world: int, batch: int,
                 epochs: int, videos_per_shard: int, seed: int) -> list[list[np.ndarray]]:  # fmt: skip
     """Each worker's label batches, epoch after epoch, as vidtempo's training draws them."""
@@ -41,22 +56,15 @@ def our_batches(jobs: list[dict], order_seed: int | None, world: int, batch: int
     from vidtempo.data import pipeline
     from vidtempo.data.batches import epoch_batches
 
-    labels: dict[str, list[int]] = {}
-
-    def labels_only(todo, opts, out, bar):  # run_chunks: a shard's entry, its labels kept here
-        for name, chunk in todo:
-            labels[name] = [j["label"] for j in chunk]
-            groups = [min(conv.ROW_GROUP, len(chunk) - i)
-                      for i in range(0, len(chunk), conv.ROW_GROUP)]  # fmt: skip
-            yield name, {"file": name, "rows": len(chunk), "bytes": 0, "row_groups": groups}, []
-
+    chunks: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as out:
         opts = conv.Options(out=out, dataset="bench", split="train", storage="frames",
                             videos_per_shard=videos_per_shard, classes=[""] * (1 + max(
                                 j["label"] for j in jobs)), progress=False,
                             order_seed=order_seed)  # fmt: skip
-        conv.convert(jobs, opts, {"kind": "bench"}, labels_only)
+        conv.convert(jobs, opts, {"kind": "bench"}, inputs_only(chunks))
         units = pipeline.plan(out, "train", range(epochs), seed, world)
+    labels = {name: [j["label"] for j in chunk] for name, chunk in chunks.items()}
     steps = pipeline.steps_per_epoch(units, batch)
 
     class Stream:  # what a worker's dataset shard streams: its units' rows, in unit order
