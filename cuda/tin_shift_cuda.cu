@@ -1,6 +1,7 @@
 // CUDA kernel: one thread per VEC consecutive output elements along HW. Adjacent threads touch
 // adjacent addresses (coalesced), every output element is written exactly once and every input
-// element read at most once -- unlike mmcv's launch, which repeats each (n, c, p) T times (§1.7).
+// element read at most once -- unlike mmcv's launch, which repeats each (n, c, p) T times
+// (tin_shift_cuda_kernel.cuh).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>

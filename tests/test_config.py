@@ -11,7 +11,7 @@ from vidtempo import cli
 from vidtempo import config as C
 
 # The zoo tables in shared/seeds (top1, top5 per protocol; the "reference" columns) and the
-# parameter counts and FLOPs of models.md §5, typed in independently of the YAML files.
+# parameter counts and FLOPs of the zoo metafiles, typed in independently of the YAML files.
 ZOO = {
     "tin_r50_1x1x8_40e_sthv1_rgb": dict(
         results={"1x1": (44.25, 73.94)},

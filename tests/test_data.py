@@ -53,7 +53,7 @@ def seg(num_clips=8, test_mode=False, twice=False):
 
 
 # ---------------------------------------------------------------------------------------------
-# sampling (models.md §0.5)
+# sampling (MMAction2's SampleFrames)
 
 
 def test_segments_test_mode_and_twice_sample():

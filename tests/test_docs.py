@@ -65,6 +65,32 @@ def test_cross_references_resolve(page):
     assert problems(page) == []
 
 
+def test_section_citations_name_a_section_of_the_repository():
+    """A "PAGE.md §N" in code, configs or docs names a page of this repository and one of its
+    numbered sections ("## N. …"); a bare "§N" has no page to name."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")  # fmt: skip
+    found = []
+    for name in filter(None, files):
+        path = ROOT / name
+        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".cu", ".cpp", ".h", ""} or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        for m in re.finditer(r"(?:(\b[\w/]+\.md)[ ,]+)?§\s?(\d+(?:\.\d+)*)", text):
+            line = text.count("\n", 0, m.start()) + 1
+            page, number = m.group(1), m.group(2)
+            target = next((p for p in (ROOT / (page or "-"), ROOT / "docs" / (page or "-"))
+                           if page and p.is_file()), None)  # fmt: skip
+            if target is None:
+                found.append(f"{name}:{line}: §{number} of {page or 'no page'}")
+            elif not any(h.startswith(f"{number}. ") or h.startswith(f"{number} ")
+                         for h in headings(target)):  # fmt: skip
+                found.append(f"{name}:{line}: {page} has no section {number}")
+    assert found == []
+
+
 def test_the_reference_names_every_run_setting_and_variable():
     """docs/reference.md has a row for every `run.*` field of the config and every VIDTEMPO_*
     variable the code reads, and the words a newcomer asks about."""

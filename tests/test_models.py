@@ -27,7 +27,7 @@ from vidtempo.models.tsm import TemporalShift
 
 PINNED = Path(__file__).parent / "data" / "model_outputs.json"
 
-# models.md §5: the seven distinct lines
+# the zoo metafiles: the seven distinct lines
 PARAMS = {
     "tin_r50_1x1x8_40e_sthv1_rgb": 23_895_566,
     "tin_tsm_finetune_r50_1x1x8_50e_kinetics400_rgb": 24_358_640,
@@ -89,7 +89,7 @@ def test_tin_offsets_start_at_half_a_frame_and_interpolate_exactly():
     o = tin.offset_net(cols)
     torch.testing.assert_close(o, torch.full((2, 2), 0.5), atol=5e-5, rtol=0)
     assert torch.equal(tin.weight_net(cols), torch.ones(2, 8, 2))  # 2 * sigmoid(0) = 1
-    # models.md §1.5 at offsets (+0.5, +0.5, -0.5, -0.5), exactly
+    # linear_sampler (resnet_tin.py) at offsets (+0.5, +0.5, -0.5, -0.5), exactly
     data = torch.randn(2, 8, 16, 3, 3)
     out = linear_sampler(data, torch.tensor([[0.5, 0.5, -0.5, -0.5]] * 2))
     prev = torch.cat([torch.zeros_like(data[:, :1]), data[:, :-1]], 1)  # x[t-1]
@@ -105,7 +105,7 @@ def test_tin_offsets_start_at_half_a_frame_and_interpolate_exactly():
 
 
 def _tin_as_written(tin: TemporalInterlace, x: torch.Tensor) -> torch.Tensor:
-    """The block as models.md §1.2-§1.5 write it (MMAction2's order of operations): Conv1d
+    """The block as MMAction2's resnet_tin.py computes it (MMAction2's order of operations): Conv1d
     nets over (B, F, T), two shifts, interpolation, then the gates."""
     import torch.nn.functional as F
 

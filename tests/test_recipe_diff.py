@@ -11,7 +11,7 @@ from vidtempo import config
 from vidtempo.report import recipe_diff as R
 from vidtempo.report import zoo_log
 
-# The zoo's settings as models.md §4 states them (its tables per zoo config), written here as
+# The zoo's settings as the MMAction2 config files state them (its tables per zoo config), written here as
 # literals, not read from our YAML; `None`: the spec does not state it, and the config below is
 # written with the recipe's value (listed, so that it is plain what is checked against what).
 COSINE_STHV1 = ("dict(policy='CosineAnnealing', min_lr_ratio=0.5, warmup='linear', "

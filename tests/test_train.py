@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIN = "tin_r50_1x1x8_40e_sthv1_rgb"
 
 
-# ---- optimizer groups (models.md §0.4) --------------------------------------------------------
+# ---- optimizer groups (TSMOptimWrapperConstructor) --------------------------------------------------------
 
 
 def _groups(cfg):
@@ -97,7 +97,7 @@ def test_partial_bn_freezes_all_but_the_first_bn():
     assert "backbone.bn1.weight" in grouped and "backbone.layer1.0.bn1.weight" not in grouped
 
 
-# ---- schedules (models.md §4.1, hand-computed) -----------------------------------------------
+# ---- schedules (mmcv's LrUpdaterHook, hand-computed) -----------------------------------------------
 
 
 def test_partial_bn_counts_the_backbones_batchnorm2d_only():
@@ -300,7 +300,7 @@ def test_best_k_keeps_the_best_and_deletes_the_rest(tmp_path):
 
 
 def test_load_from_tsm_fills_tin_block_conv1(tmp_path):
-    """models.md §6.5: MMAction2 leaves TIN's block conv1 at ImageNet values when fine-tuning
+    """MMAction2 leaves TIN's block conv1 at ImageNet values when fine-tuning
     from TSM (`net` vs `net2`); this load fills them and says what kept its init."""
     small = ["model.depth=18", "model.num_classes=8"]
     tsm = models.build(config.load(TIN, [*small, "model.arch=tsm_r50"]))

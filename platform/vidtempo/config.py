@@ -130,7 +130,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
-    # the TSM optimizer constructor's parameter groups (models.md §0.4); False: one group
+    # the parameter groups of MMAction2's TSMOptimWrapperConstructor; False: one group
     paramwise: bool = True
     fc_lr5: bool = True
     grad_clip: float | None = None  # max L2 norm of all gradients
@@ -176,7 +176,7 @@ class ResultConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """The published numbers this recipe reproduces (seed tables and models.md §5)."""
+    """The published numbers this recipe reproduces (the zoo's tables and metafiles)."""
 
     source: str  # "mmaction2 0.x" or "mmaction2 1.x"
     results: tuple[ResultConfig, ...]

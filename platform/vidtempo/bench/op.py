@@ -14,7 +14,7 @@ from vidtempo.bench import emit
 from vidtempo.bench.timing import compare, cuda_graph_seconds
 from vidtempo.machine import cpu_name
 
-# (conv1 input channels, input side) of the 16 Bottlenecks of ResNet-50 at 224² (models.md §0.1)
+# (conv1 input channels, input side) of the 16 Bottlenecks of ResNet-50 at 224²
 TIN_R50_BLOCKS = (
     [(64, 56), (256, 56), (256, 56)]
     + [(256, 56), (512, 28), (512, 28), (512, 28)]

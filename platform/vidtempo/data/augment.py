@@ -1,4 +1,5 @@
-"""Spatial augmentation exactly as MMAction2's transforms (models.md §0.5), on uint8 frames.
+"""Spatial augmentation exactly as MMAction2's transforms
+(mmaction/datasets/transforms/processing.py), on uint8 frames.
 
 Frames stay uint8 (F, 3, H, W) torch tensors until the training device normalises them. Crop
 geometry is computed by pure functions that return boxes (x, y, w, h), so tests can check

@@ -1,4 +1,5 @@
-"""Frame sampling exactly as MMAction2's SampleFrames / DenseSampleFrames (models.md §0.5).
+"""Frame sampling exactly as MMAction2's SampleFrames / DenseSampleFrames
+(mmaction/datasets/transforms/loading.py).
 
 Every sampler returns an int64 array of shape (clips, frames_per_clip): row i holds the frame
 indices of clip (view) i, already wrapped modulo num_frames ('loop') and offset by start_index.

@@ -1,4 +1,4 @@
-"""The shard contract (design.md §3): manifest.json + part-NNNNN.parquet, one row per video."""
+"""The shard contract (docs/data.md): manifest.json + part-NNNNN.parquet, one row per video."""
 
 from __future__ import annotations
 

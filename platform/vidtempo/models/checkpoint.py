@@ -2,7 +2,8 @@
 
 MMAction2 wraps every conv in an mmcv ConvModule (`convK.conv`, `convK.bn`), wraps TIN's block
 conv1 as (`net1` = the interlace, `net2` = the conv) and TSM's as `net`, wraps TANet blocks as
-(`block`, `tam.G`, `tam.L`) and names the classifier `cls_head.fc_cls` (models.md §0.1, §1.1).
+(`block`, `tam.G`, `tam.L`) and names the classifier `cls_head.fc_cls`
+(MMAction2's resnet.py, resnet_tin.py).
 The mapping below is a list of rewrites applied in order to every key; the import is strict:
 every checkpoint key must land on a model key and every model key must be filled.
 """
@@ -132,7 +133,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> str:
     MMAction2 and vidtempo checkpoints both work. A TSM checkpoint on a TIN model fills the block
     conv1 weights too: TSM's `conv1.conv.net.weight` and TIN's `conv1.conv.net2.weight` both map
     to `conv1.weight` here, whereas MMAction2's own non-strict load leaves those 16 weights at
-    their ImageNet values (models.md §6.5)."""
+    their ImageNet values (read from its code, not run)."""
     obj = torch.load(path, map_location="cpu", weights_only=False)
     state = obj
     if isinstance(obj, dict):

@@ -9,7 +9,7 @@ global branch), so the model's maths is untouched and a model without TIN or TAM
 Statistics are summed on the device (no synchronisation per step) and averaged per stage:
 
 - `tin/offset_abs/<stage>`: mean |offset| of the stage's blocks, over videos and both offset
-  groups. Every block starts near 0.5 (OffsetNet's bias, models.md §1.3); a value that moved
+  groups. Every block starts near 0.5 (OffsetNet's bias, resnet_tin.py); a value that moved
   away from 0.5 is TIN learning how far to shift.
 - `tin/gate_std/<stage>`: the spread (standard deviation over videos, frames and groups) of the
   WeightNet gates, which start near 1 everywhere; a spread above 0 means TIN weighs frames

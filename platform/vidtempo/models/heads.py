@@ -1,4 +1,4 @@
-"""Classification heads and test-time view averaging (models.md §0.3, §3.4)."""
+"""Classification heads and test-time view averaging (MMAction2's tsm_head.py, tpn_head.py)."""
 
 from __future__ import annotations
 

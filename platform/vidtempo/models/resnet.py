@@ -3,7 +3,7 @@
 A torchvision `resnet50()` state dict loads into `ResNet` key for key; the temporal modules add
 keys of their own under `layerX.Y.temporal.*`. What goes in the slot is decided at construction
 by a factory (TSN: nothing, TSM: a shift, TIN: an interlace, TANet: a TAM) — nothing is patched
-afterwards. Where it acts (models.md §1.1, §2.2):
+afterwards. Where it acts (MMAction2's resnet_tin.py, tanet.py):
   "input": on the block input, before conv1, in the residual branch only (TSM 'blockres', TIN)
   "after_conv1": after conv1 → BN → ReLU, before conv2 (TANet's TA-Block)
 """

@@ -1,4 +1,4 @@
-"""SlowOnly ResNet-50 (3D), as TPN's K400 backbone uses it (models.md §3.1).
+"""SlowOnly ResNet-50 (3D), as TPN's K400 backbone uses it (MMAction2's resnet3d_slowonly.py).
 
 Parameter names follow torchvision's 2D ResNet (conv1, bn1, layerX.Y.conv1 …) so inflated
 ImageNet weights map key for key: a 2D kernel is repeated along time and divided by kernel_t.

@@ -1,4 +1,4 @@
-"""TAM: the Temporal Adaptive Module of TANet (models.md §2.1)."""
+"""TAM: the Temporal Adaptive Module of TANet (MMAction2's mmaction/models/common/tam.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TIN: Temporal Interlacing (models.md §1.2–§1.5), built on vidtempo.ops.tin_shift.
+"""TIN: Temporal Interlacing (MMAction2's resnet_tin.py), built on vidtempo.ops.tin_shift.
 
 At the demo's sizes (8 clips × 8 frames, 1-8² features, 4-32 interlaced channels) a TIN block
 costs what its operator calls cost, not their arithmetic; the block is written to make few calls

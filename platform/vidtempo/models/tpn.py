@@ -1,4 +1,5 @@
-"""TPN: the Temporal Pyramid Network neck with its auxiliary head (models.md §3.2–§3.3).
+"""TPN: the Temporal Pyramid Network neck with its auxiliary head
+(MMAction2's mmaction/models/necks/tpn.py).
 
 Inputs are res4 and res5 in NCTHW. Every Conv3d here is bias-free; CBR = Conv3d → BN3d → ReLU.
 The widths follow the trunk: on a ResNet-50 (res4 1,024, res5 2,048 channels) the temporal

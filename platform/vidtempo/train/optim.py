@@ -1,4 +1,5 @@
-"""SGD with the parameter groups of MMAction2's TSM optimizer constructor (models.md §0.4).
+"""SGD with the parameter groups of MMAction2's TSM optimizer constructor
+(mmaction/engine/optimizers/tsm_optim_wrapper_constructor.py).
 
 Every group carries `lr_mult`; the schedule sets `group["lr"] = lr_mult × lr(step)` each step.
 

@@ -1,4 +1,5 @@
-"""Learning-rate schedules as mmcv 1.x's LrUpdaterHook computes them (models.md §4.1).
+"""Learning-rate schedules as mmcv 1.x's LrUpdaterHook computes them
+(mmcv/runner/hooks/lr_updater.py).
 
 `lr_at(schedule, lr0, epochs, iters_per_epoch, it)` is the lr of global iteration `it`
 (0-based); the loop calls it before every optimizer step.

@@ -313,7 +313,7 @@ def driver_settings(base: Config) -> dict:
     """The checkpoint root and tracking URI as this driver resolves them (the recipe's, else
     VIDTEMPO_STORAGE / VIDTEMPO_MLFLOW_URI, else this machine's defaults), written into the
     config every trial is handed: a trial runs on any node, whose environment is not the
-    driver's (design.md, "Nodes share nothing")."""
+    driver's (docs/cluster.md)."""
     return {"run.storage_path": storage_root(base), "run.mlflow_uri": store.resolve_uri(base)}
 
 
