@@ -224,6 +224,8 @@ RENAMED = [
     (["prepare", "synthetic", "--out", "o", "--ray", "10.0.0.1:6379"], "address", "10.0.0.1:6379"),
     (["zoo", "plan", "tin_r50_1x1x8_40e_sthv1_rgb", "--storage", "video"], "format", "video"),
     (["doctor", "--config", "tin_r18_synthetic"], "config", "tin_r18_synthetic"),
+    (["import-checkpoint", "mmaction2", "in.pth", "out.pt", "--config", "tin_r18_synthetic"],
+     "config", "tin_r18_synthetic"),
 ]  # fmt: skip
 
 
@@ -251,12 +253,14 @@ def test_one_vocabulary_over_every_command():
             assert "Ray Train workers" in opts["--workers"].help, path
         if path in ON_A_CLUSTER:
             assert "--address" in opts and "RAY_ADDRESS" in opts["--address"].help, path
-    for path in (("train",), ("tune",), ("evaluate",), ("doctor",)):
+    for path in (("train",), ("tune",), ("evaluate",), ("doctor",), ("import-checkpoint",),
+                 ("zoo", "show"), ("zoo", "plan"), ("zoo", "import-log")):  # fmt: skip
         sub, opts = _options(parser, path)
         positionals = [a for a in sub._actions if not a.option_strings and a.dest != "help"]
-        assert positionals[0].dest == "config", path
-        # the commands that write or read runs name where: checkpoints, tracking, experiment
-        assert {"--storage", "--mlflow-uri", "--experiment"} <= set(opts), path
+        assert positionals[0].dest == "config" or positionals[0].metavar == "RECIPE", path
+        if path[0] in ("train", "tune", "evaluate", "doctor"):
+            # the commands that write or read runs name where: checkpoints, tracking, experiment
+            assert {"--storage", "--mlflow-uri", "--experiment"} <= set(opts), path
     for add, spec in ((add_run_arguments, "--config"), (add_tune_arguments, "--config"),
                       (add_run_arguments, "tin_r50_1x1x8_40e_sthv1_rgb")):  # the jobs/ scripts
         p = argparse.ArgumentParser()

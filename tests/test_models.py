@@ -389,13 +389,22 @@ def test_import_checkpoint_cli(tmp_path, capsys):
     cfg = C.load("tin_r50_1x1x8_40e_sthv1_rgb")
     sd = {_to_mmaction2(k, "tin_r50"): v for k, v in M.build(cfg).state_dict().items()}
     torch.save({"state_dict": sd}, tmp_path / "in.pth")
+    assert cli.main(["import-checkpoint", cfg.name, str(tmp_path / "in.pth"),
+                     str(tmp_path / "out.pt")]) == 0  # fmt: skip
+    assert "strict" in capsys.readouterr().out
+    # the old form: the source first, the recipe as --config (one line says what changed)
     assert cli.main(["import-checkpoint", "mmaction2", str(tmp_path / "in.pth"),
                      str(tmp_path / "out.pt"), "--config", cfg.name]) == 0  # fmt: skip
-    assert "strict" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "strict" in out.out and "--config is now the first argument" in out.err
+    # the old form without --config: what to type instead, not "unknown recipe"
+    assert cli.main(["import-checkpoint", "mmaction2", str(tmp_path / "in.pth"),
+                     str(tmp_path / "out.pt")]) == 2  # fmt: skip
+    assert "vidtempo import-checkpoint RECIPE IN.pth OUT.pt" in capsys.readouterr().err
     del sd["cls_head.fc_cls.bias"]
     torch.save({"state_dict": sd}, tmp_path / "in.pth")
-    assert cli.main(["import-checkpoint", "mmaction2", str(tmp_path / "in.pth"),
-                     str(tmp_path / "out.pt"), "--config", cfg.name]) == 2  # fmt: skip
+    assert cli.main(["import-checkpoint", cfg.name, str(tmp_path / "in.pth"),
+                     str(tmp_path / "out.pt")]) == 2  # fmt: skip
     assert "head.fc.bias" in capsys.readouterr().err
 
 

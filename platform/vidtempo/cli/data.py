@@ -161,10 +161,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def add_import_checkpoint(sub) -> None:
     imp = sub.add_parser("import-checkpoint", help="convert another codebase's checkpoint")
-    imp.add_argument("source", choices=["mmaction2"], help="where the checkpoint comes from")
+    imp.add_argument("config", metavar="RECIPE", help="the recipe of the model: a zoo config name "
+                     "or a YAML file (`vidtempo zoo list`)")  # fmt: skip
     imp.add_argument("input", help="the .pth file (MMAction2 0.x or 1.x)")
     imp.add_argument("output", help="the vidtempo checkpoint to write")
-    imp.add_argument("--config", required=True, help="zoo config name or YAML of the model")
+    imp.add_argument("--from", dest="source", choices=["mmaction2"], default="mmaction2",
+                     help="where the checkpoint comes from (default: mmaction2)")  # fmt: skip
+    # the old form `import-checkpoint mmaction2 IN OUT --config RECIPE`: its first argument
+    # (the source) lands on RECIPE, which --config then sets
+    add_renamed(imp, "--config", "the first argument (the recipe)", "config")
     imp.set_defaults(func=cmd_import_checkpoint, errors=("checkpoint", "value", "missing"))
 
 
@@ -172,6 +177,9 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
     from vidtempo import models
     from vidtempo.models.checkpoint import import_mmaction2
 
+    if args.config == args.source and args.config not in C.zoo_names():
+        raise ValueError(f"'{args.config}' is where the checkpoint comes from, not a recipe: the "
+                         "recipe comes first, `vidtempo import-checkpoint RECIPE IN.pth OUT.pt`")  # fmt: skip
     cfg = C.load(args.config)
     n = import_mmaction2(args.input, args.output, models.build(cfg), cfg.name)
     print(f"wrote {args.output}: {n} tensors for {cfg.name} (strict: every key mapped)")

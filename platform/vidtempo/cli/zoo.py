@@ -21,7 +21,7 @@ def add_zoo(sub) -> None:
     zl = zsub.add_parser("list", help="a table of every zoo config")
     zl.set_defaults(func=cmd_zoo_list)
     zs = zsub.add_parser("show", help="the resolved config and the zoo's numbers")
-    zs.add_argument("name", help="zoo config name or YAML path")
+    zs.add_argument("name", metavar="RECIPE", help="the recipe: a zoo config name or a YAML file")
     zs.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
     zs.add_argument("--measure", action="store_true", help="also build the model: its "
                     "parameters against the zoo's and its multiply-adds (imports torch)")  # fmt: skip
@@ -41,7 +41,8 @@ def add_zoo(sub) -> None:
 
     zi = zsub.add_parser("import-log", help="the zoo's training log(s) of a zoo config as an "
                          "MLflow reference run, to overlay on our runs' curves")  # fmt: skip
-    zi.add_argument("name", help="the zoo config the log trained (`vidtempo zoo list`)")
+    zi.add_argument("name", metavar="RECIPE", help="the zoo config the log trained "
+                    "(`vidtempo zoo list`)")  # fmt: skip
     zi.add_argument("logs", nargs="+", metavar="LOG", help="MMAction2 0.x .log.json or .log, "
                     "1.x .log or vis_data/scalars.json: a local path or a URI")  # fmt: skip
     zi.add_argument("--experiment", default=None, help="MLflow experiment (default: the "
@@ -52,7 +53,7 @@ def add_zoo(sub) -> None:
 
     zp = zsub.add_parser("plan", help="what reproducing a zoo config costs: clips to decode, "
                          "decode cores per GPU, GPU-hours, wall-clock, money")  # fmt: skip
-    zp.add_argument("name", help="zoo config name or YAML")
+    zp.add_argument("name", metavar="RECIPE", help="the recipe: a zoo config name or a YAML file")
     zp.add_argument("--gpus", type=int, default=None, help="GPUs (default: the zoo's train.gpus)")
     zp.add_argument("--clips-per-s", type=float, default=None,
                     help="training clips/s of one GPU (default: 500, assumed)")
@@ -74,7 +75,7 @@ def add_zoo(sub) -> None:
 
 
 def cmd_zoo_import_log(args: argparse.Namespace) -> int:
-    """`vidtempo zoo import-log NAME LOG…`: each log read (what it holds, what it could not
+    """`vidtempo zoo import-log RECIPE LOG…`: each log read (what it holds, what it could not
     read) and logged once as a reference run."""
     from vidtempo import tracking
     from vidtempo.report import zoo_log
