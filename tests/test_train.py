@@ -599,6 +599,27 @@ def test_quiet_by_default_and_ray_lines_back_with_verbose(synthetic_data, tmp_pa
     assert loud.count("TrainingReport(") >= 2 and loud.count("Checkpoint successfully created") >= 2
 
 
+def test_a_driver_on_a_running_cluster_hands_its_quiet_settings_to_what_it_starts(monkeypatch):
+    """On a cluster started before the driver (`ray job submit`), the trials and Train's
+    controller do not inherit the driver's environment: ray.init's runtime env carries the log
+    levels and MLflow's no-URL setting — all but what the submitted job's own env sets."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    from vidtempo import ray_session
+
+    monkeypatch.delenv("VIDTEMPO_VERBOSE", raising=False)
+    monkeypatch.delenv(RAY_JOB_CONFIG_JSON_ENV_VAR, raising=False)
+    env = ray_session.cluster_runtime_env()["env_vars"]
+    assert env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+    assert env["RAY_DATA_LOG_LEVEL"] == "WARNING" and env["VIDTEMPO_VERBOSE"] == "0"
+    job = {"runtime_env": {"env_vars": {"VIDTEMPO_VERBOSE": "1", "VIDTEMPO_GIT_COMMIT": "abc"}}}
+    monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, json.dumps(job))
+    monkeypatch.setenv("VIDTEMPO_VERBOSE", "1")  # the job's env, in the driver too
+    env = ray_session.cluster_runtime_env()["env_vars"]
+    assert "VIDTEMPO_VERBOSE" not in env and env["RAY_DATA_LOG_LEVEL"] == "INFO"
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in env
+
+
 def test_min_steps_repeats_a_small_dataset_within_each_epoch(synthetic_data):
     """train.min_steps: an epoch passes over a small dataset several times (each pass dealt
     and augmented afresh), so that a recipe makes its steps whatever the dataset's size."""

@@ -5,6 +5,7 @@ preflight.py (which checks what a run needs of the Ray it gets)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -48,6 +49,49 @@ def check_gcs_answers(address: str, timeout: float = 10.0) -> None:
             time.sleep(0.5)
 
 
+def cluster_runtime_env() -> dict | None:
+    """What this driver's tasks and actors (a sweep's trials, Train's controller) take on a
+    cluster started before it: the log levels and quiet settings of verbosity.worker_env(), which
+    a local instance's processes inherit from this one. A variable the submitted job's runtime
+    env already sets is left to it (Ray refuses two values for one key)."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    job = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    taken = set((json.loads(job).get("runtime_env") or {}).get("env_vars") or {}) if job else set()
+    env = {k: v for k, v in verbosity.worker_env().items() if k not in taken}
+    return {"env_vars": env} if env else None
+
+
+# Ray Data's cluster-wide actors (one of each per cluster, detached, 0 CPUs) that its
+# executions create, each pinned to the node of the process that first needs it
+RAY_DATA_ACTORS = [
+    ("ray.data._internal.stats", "get_or_create_stats_actor"),
+    ("ray.data._internal.usage.actor", "get_or_create_usage_collection_actor"),
+    ("ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator",
+     "get_or_create_autoscaling_coordinator"),
+]  # fmt: skip
+
+
+def keep_ray_data_actors_here() -> list[str]:
+    """Create Ray Data's cluster-wide actors on this driver's node (the head, under `ray job
+    submit`) before any worker does. Ray Data pins each to the node of the first process that
+    needs it, and vidtempo's Train workers build their own datasets: the first run on a cluster
+    left `datasets_stats_actor` and `DataUsageCollectionActor` on a trainer node, and a node
+    with a live actor is never idle — the autoscaler kept that (GPU) node up after every run
+    had ended (measured in the rehearsal: `ray list actors` after the documented sweep). An
+    actor that already exists stays where it is. Returns the names of the functions that Ray
+    no longer has (this Ray moved them: nothing is pinned for those)."""
+    import importlib
+
+    missing = []
+    for module, function in RAY_DATA_ACTORS:
+        try:
+            getattr(importlib.import_module(module), function)()
+        except (ImportError, AttributeError):
+            missing.append(f"{module}.{function}")
+    return missing
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to `address` (or RAY_ADDRESS, as inside `ray job submit`), else start a local
     instance for this process."""
@@ -56,7 +100,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_gcs_answers(address)
-        ray.init(address=address, logging_level=verbosity.log_level())
+        ray.init(address=address, runtime_env=cluster_runtime_env(),
+                 logging_level=verbosity.log_level())  # fmt: skip
+        keep_ray_data_actors_here()
         return
     # A new local instance keeps Ray's own default: token authentication, with the token Ray
     # makes in ~/.ray/auth_token when there is none (RAY_AUTH_MODE set by the user wins). Ray

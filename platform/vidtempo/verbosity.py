@@ -39,9 +39,13 @@ def train_logging_config(on: bool | None = None):
 
 
 def worker_env(on: bool | None = None) -> dict[str, str]:
-    """Environment for Ray's worker processes: Ray Data reads its log level from it."""
+    """Environment for Ray's worker processes: Ray Data reads its log level from it, MLflow
+    whether to print a run's URL."""
     on = verbose() if on is None else on
-    return {"RAY_DATA_LOG_LEVEL": logging.getLevelName(log_level(on)), ENV: "1" if on else "0"}
+    env = {"RAY_DATA_LOG_LEVEL": logging.getLevelName(log_level(on)), ENV: "1" if on else "0"}
+    if not on:  # MLflow's '🧪 View experiment at: URL' from a sweep's trials
+        env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    return env
 
 
 def quiet_driver() -> None:
