@@ -448,7 +448,7 @@ def impossible(need: Need, cap: Capacity) -> str:
     """Why `need` never fits `cap`, with the numbers and what to change."""
     if need.decode and shortfall(need, [*cap.alive, *(t.resources for t in cap.types)])[0]:
         where = ("no node type of its autoscaler carries it either" if cap.autoscaling
-                 else "the cluster has no autoscaler to add one")  # fmt: skip
+                 else f"the cluster has no autoscaler to add one ({cap.source})")  # fmt: skip
         return (f"no alive node carries the Ray resource '{need.decode}' that "
                 f"run.decode_resource (--decode-on) sends the decoding to, and {where}; "
                 f"{cap.describe()}. Start nodes with it (cluster.yaml's cpu-decode nodes carry "

@@ -104,7 +104,7 @@ class Rehearsal:
         self.step_no = 0
         self.head: AutoscalingHead | None = None
         self.job_id: str | None = None
-        self.total = 2 + DRILLS + sum(len(doc_commands.fenced_commands(CHECKOUT / page, section))
+        self.total = 3 + DRILLS + sum(len(doc_commands.fenced_commands(CHECKOUT / page, section))
                                       for page, section in PAGES)  # fmt: skip
 
     def run(self, *cmd: str, env: dict | None = None, timeout: float = 600) -> str:
@@ -348,6 +348,27 @@ class Rehearsal:
             docs.setdefault("other", []).append((command, out))
             self.done(t, (out.strip().splitlines() or ["done"])[-1][:300])
 
+    def holding(self) -> str:
+        """What Ray has alive on the cluster now (actors, placement groups, running tasks, the
+        nodes' use), for the message of a node that should have gone and did not."""
+        found = []
+        for what, where in (("actors", "state=ALIVE"), ("placement-groups", "state=CREATED"),
+                            ("tasks", "state=RUNNING")):  # fmt: skip
+            try:
+                done = subprocess.run([str(BIN / "ray"), "list", what, "--address", self.head.address,
+                                       "--filter", where, "--format", "json", "--detail"],
+                                      env=self.env, capture_output=True, text=True, timeout=60)  # fmt: skip
+                rows = json.loads(done.stdout[done.stdout.index("["):])
+            except Exception as exc:  # noqa: BLE001 - a message, not a step
+                found.append(f"{what}: ({exc})")
+                continue
+            keep = ("class_name", "name", "node_id", "job_id", "creator_job_id", "pid",
+                    "is_detached", "bundles", "strategy")  # fmt: skip
+            found.append(f"{what}: " + json.dumps([{k: r[k] for k in keep if k in r} for r in rows]))
+        with contextlib.suppress(Exception):
+            found.append(self.run(BIN / "ray", "status", "-v", "--address", self.head.gcs)[-3000:])
+        return "\n".join(found)
+
     def tracked(self) -> None:
         """What the documented job and sweep left in the tracking server: TIN-R50's test numbers,
         the sweep's trials and its final run."""
@@ -403,18 +424,23 @@ class Rehearsal:
                     f"{look['home']}; head-only variables there: {look['head_env'] or 'none'}")
         self.done(t, what, "isolation")
 
-    def idle(self, timeout: float = IDLE_MINUTES * 60 + 90) -> None:
-        t = self.step(f"the decode node gone after the idle timeout ({IDLE_MINUTES * 60:.0f} s)")
+    def idle(self, what: str = "the decode node", after: str = "the conversion",
+             key: str = "idle", timeout: float = IDLE_MINUTES * 60 + 90) -> None:  # fmt: skip
+        """Every worker node gone once idle: nothing of a finished run keeps one (a live actor
+        does: Ray Data's cluster-wide actors once kept a trainer node up for good)."""
+        t = self.step(f"{what} gone after the idle timeout ({IDLE_MINUTES * 60:.0f} s)")
         deadline, events = time.monotonic() + timeout, []
-        # until its raylet is gone and the autoscaler has said why (it logs after the kill)
-        while self.head.workers() or not any("(idle)" in e for e in events):
+        up = bool(self.head.workers())
+        # until the raylets are gone and the autoscaler has said why (it logs after the kill)
+        while self.head.workers() or (up and not any("(idle)" in e for e in events)):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nodes still up {timeout:.0f} s after the conversion: "
-                                   f"{dict(self.head.workers())}; the autoscaler: {events}")  # fmt: skip
+                raise RuntimeError(f"nodes still up {timeout:.0f} s after {after}: "
+                                   f"{dict(self.head.workers())}; the autoscaler: {events}; "
+                                   f"what Ray holds: {self.holding()}")  # fmt: skip
             time.sleep(1)
             events += self.head.events()
-        self.results["workers_after_idle"] = dict(self.head.workers())
-        self.done(t, "the head is alone again", "idle", events)
+        self.results[f"workers_after_{key}"] = dict(self.head.workers())
+        self.done(t, "the head is alone again", key, events)
 
     def doctor(self) -> None:
         t = self.step(f"vidtempo doctor --address {self.head.gcs} --data {self.data}")
@@ -644,6 +670,7 @@ def rehearse(workdir: str | Path, say=print, s3: S3Server | None = None,
         r.stand_ins()
         r.documented()
         r.tracked()
+        r.idle("the job's and the sweep's nodes", "the documented runs", "idle_after_docs")
         if drills:
             r.prepare()
             r.shares_nothing()
