@@ -171,8 +171,10 @@ class TrialEvents(tune.Callback):
     finished, stopped by the scheduler, failed — in place of Tune's periodic status tables —
     and after each trial's end where the sweep stands (done / running / stopped, best, ETA)."""
 
-    def __init__(self, sweep_name: str, metric: str, mode: str, epochs: int, typical: float):
+    def __init__(self, sweep_name: str, metric: str, mode: str, epochs: int, typical: float,
+                 stopper: str = "ASHA"):  # fmt: skip
         self.sweep_name, self.metric, self.mode, self.epochs = sweep_name, metric, mode, epochs
+        self.stopper = stopper  # who stops a trial before its last epoch
         self.typical = typical  # trial-epochs the budget expects
         self.last_epoch: dict[str, int] = {}
         self.best: dict[str, float] = {}
@@ -210,7 +212,7 @@ class TrialEvents(tune.Callback):
         epoch = self.last_epoch.get(trial.trial_id, 0)
         done = epoch >= self.epochs
         self.ended[trial.trial_id] = "done" if done else "stopped"
-        self._say(trial, "finished" if done else f"stopped after epoch {epoch}")
+        self._say(trial, "finished" if done else f"stopped at epoch {epoch} by {self.stopper}")
         print(f"[{self.sweep_name}] {self.standing()}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -398,7 +400,8 @@ def make_tuner(fn, base: Config, plan: Plan, metric: str, sched, name: str, root
         run_config=tune.RunConfig(
             name=name, storage_path=root, verbose=2 if verbosity.verbose() else 0,
             failure_config=tune.FailureConfig(max_failures=base.tune.trial_retries),
-            callbacks=[TrialEvents(name, metric, base.eval.mode, base.train.epochs, typical)]),  # fmt: skip
+            callbacks=[TrialEvents(name, metric, base.eval.mode, base.train.epochs, typical,
+                                   stopper="ASHA" if plan.scheduler == "asha" else "Tune")]),  # fmt: skip
     )
 
 
