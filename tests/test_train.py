@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -618,6 +619,32 @@ def test_a_driver_on_a_running_cluster_hands_its_quiet_settings_to_what_it_start
     env = ray_session.cluster_runtime_env()["env_vars"]
     assert "VIDTEMPO_VERBOSE" not in env and env["RAY_DATA_LOG_LEVEL"] == "INFO"
     assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in env
+
+
+def test_a_quiet_ray_worker_aborts_without_a_dump(monkeypatch):
+    """The setup hook of a quiet run's Ray workers: an abort (a gloo peer gone when Tune stops a
+    trial) ends the process without Python's fault dump, and Ray Train's cleaner warnings are
+    off; without the hook the same abort prints the dump. --verbose adds no hook."""
+    from vidtempo import verbosity
+
+    script = ("import faulthandler, logging, os, sys\n"
+              "faulthandler.enable()\n"  # as Ray does in every worker
+              "from vidtempo import verbosity\n"
+              "if sys.argv[1] == 'hook':\n"
+              "    verbosity.quiet_ray_worker()\n"
+              "    quiet = logging.getLogger(verbosity.QUIET_LOGGERS[0])\n"
+              "    assert not quiet.isEnabledFor(logging.WARNING)\n"
+              "os.abort()\n")  # fmt: skip
+    for hook, dumped in (("hook", False), ("none", True)):
+        done = subprocess.run([sys.executable, "-c", script, hook], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == -signal.SIGABRT, (hook, done.stderr)
+        assert ("Fatal Python error: Aborted" in done.stderr) == dumped, (hook, done.stderr)
+    monkeypatch.setenv("VIDTEMPO_VERBOSE", "0")
+    assert verbosity.worker_runtime_env_extras() == {"worker_process_setup_hook": verbosity.SETUP_HOOK}
+    assert verbosity.worker_runtime_env_extras({"worker_process_setup_hook": "theirs"}) == {}
+    monkeypatch.setenv("VIDTEMPO_VERBOSE", "1")
+    assert verbosity.worker_runtime_env_extras() == {}
 
 
 def test_min_steps_repeats_a_small_dataset_within_each_epoch(synthetic_data):

@@ -430,6 +430,13 @@ def test_a_tpe_sweep_killed_with_sigkill_resumes_and_its_final_run_is_the_report
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "[sw] resuming: tpe search over optim.lr, model.shift_div (3 trials)" in out, out[-4000:]
+    # the rest of the sweep, its ASHA stops and the final run, quiet too: a stop is one line
+    # ("stopped at epoch 1 by ASHA"), not Ray Train's placement-group cleaner nor a worker's dump
+    assert not [ln for ln in out.splitlines() if ray_error.search(ln)], out[-3000:]
+    for noise in ("Traceback", "SIGABRT", "Fatal Python error", "Cleaning up placement group",
+                  "View run", "View experiment"):  # fmt: skip
+        assert noise not in out, (noise, out[-3000:])
+    assert "stopped after epoch" not in out
     # the sweep: three trials ranked on holdout/top1, none of which read val/
     runs = tracking.runs(uri, "sweeps")
     parent = next(r for r in runs if r["tags"].get("vidtempo.kind") == "sweep")

@@ -52,14 +52,20 @@ def check_gcs_answers(address: str, timeout: float = 10.0) -> None:
 def cluster_runtime_env() -> dict | None:
     """What this driver's tasks and actors (a sweep's trials, Train's controller) take on a
     cluster started before it: the log levels and quiet settings of verbosity.worker_env(), which
-    a local instance's processes inherit from this one. A variable the submitted job's runtime
-    env already sets is left to it (Ray refuses two values for one key)."""
+    a local instance's processes inherit from this one, and the quiet run's worker setup hook. A
+    variable (or a setup hook) the submitted job's runtime env already has is left to it (Ray
+    refuses two values for one key)."""
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
     job = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
-    taken = set((json.loads(job).get("runtime_env") or {}).get("env_vars") or {}) if job else set()
+    job_env = (json.loads(job).get("runtime_env") or {}) if job else {}
+    taken = set(job_env.get("env_vars") or {})
     env = {k: v for k, v in verbosity.worker_env().items() if k not in taken}
-    return {"env_vars": env} if env else None
+    from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+
+    hooked = job_env.get("worker_process_setup_hook") or WORKER_PROCESS_SETUP_HOOK_ENV_VAR in taken
+    extras = verbosity.worker_runtime_env_extras({"worker_process_setup_hook": hooked})
+    return ({"env_vars": env} if env else {}) | extras or None
 
 
 # Ray Data's cluster-wide actors (one of each per cluster, detached, 0 CPUs) that its
@@ -120,5 +126,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     env = {**CPU_WORKER_ENV, **verbosity.worker_env(),
            "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}  # fmt: skip
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_port=port,
-             runtime_env={"env_vars": env}, _system_config=LOCAL_SYSTEM_CONFIG,
+             runtime_env={"env_vars": env, **verbosity.worker_runtime_env_extras()},
+             _system_config=LOCAL_SYSTEM_CONFIG,
              logging_level=verbosity.log_level())  # fmt: skip

@@ -48,6 +48,41 @@ def worker_env(on: bool | None = None) -> dict[str, str]:
     return env
 
 
+SETUP_HOOK = "vidtempo.verbosity.quiet_ray_worker"  # runtime_env's worker_process_setup_hook
+# Ray Train's internal loggers whose warnings report normal events: the placement-group cleaner
+# says "Detected that the Ray Train controller actor … is dead. Cleaning up placement group"
+# every time Tune stops a trial (ASHA), and its own exit
+QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def worker_runtime_env_extras(taken: dict | None = None) -> dict:
+    """The quiet run's setup hook for every Ray worker process of the job, unless verbose or
+    the job already has a hook of its own (Ray allows one)."""
+    if verbose() or (taken or {}).get("worker_process_setup_hook"):
+        return {}
+    return {"worker_process_setup_hook": SETUP_HOOK}
+
+
+def quiet_ray_worker() -> None:
+    """Run by Ray in each worker process of a quiet run, before any task or actor:
+    - Ray Train's internal warnings about normal events (QUIET_LOGGERS) are not printed.
+    - SIGABRT ends the process without a stack dump. When Tune stops a trial whose Train
+      workers are inside a gloo all-reduce, the first worker killed makes its peers' gloo throw,
+      and a worker that aborts printed Ray's C++ "*** SIGABRT received ***" stack and Python's
+      "Fatal Python error: Aborted" dump — for a trial that ASHA stopped on purpose, which the
+      sweep reports in one line ("stopped at epoch 2 by ASHA"). A worker that aborts for another
+      reason still dies and Ray Train reports it (its exit, its log file under
+      /tmp/ray/session_*/logs); --verbose keeps the dumps. SIGSEGV and the other signals keep
+      their handlers."""
+    import signal
+    import threading
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+
+
 def quiet_driver() -> None:
     """This process's own chatter, unless verbose (set in its environment, which Ray Train hands
     its controller and workers):
