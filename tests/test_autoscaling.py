@@ -231,3 +231,33 @@ def test_nodes_are_counted_by_the_type_whose_resources_they_carry():
              {"CPU": 8.0})  # fmt: skip
     counts, unmatched = alive_by_type(specs, alive)
     assert counts == {"trainer": 2, "cpu-decode": 1} and unmatched == 1
+
+
+def test_the_autoscalers_config_is_read_from_its_monitor_not_a_nodes_log_monitor(tmp_path,
+                                                                                 monkeypatch):  # fmt: skip
+    """Every node runs Ray's log_monitor.py with the GCS's address; only the head's monitor.py
+    names the autoscaler's config. A worker node's log monitor listed first (its PID sorted
+    lower) once made the head read as having no autoscaler."""
+    import psutil
+
+    from vidtempo.capacity import monitor_config
+
+    cfg = tmp_path / "autoscaling.yaml"
+    cfg.write_text("max_workers: 3\navailable_node_types: {trainer: {resources: {CPU: 2}}}\n")
+    py, ray_dir = sys.executable, "/venv/lib/python3.11/site-packages/ray"
+
+    class Proc:
+        def __init__(self, *cmd):
+            self.info = {"cmdline": [py, "-u", *cmd], "cwd": str(tmp_path)}
+
+    procs = [Proc(f"{ray_dir}/_private/log_monitor.py", "--session-dir=/tmp/ray/x",
+                  "--gcs-address=127.0.0.1:6380"),
+             Proc(f"{ray_dir}/autoscaler/_private/monitor.py", "--logs-dir=/tmp/ray/x/logs",
+                  "--gcs-address=127.0.0.1:6379"),  # another cluster's
+             Proc(f"{ray_dir}/autoscaler/_private/monitor.py", "--logs-dir=/tmp/ray/y/logs",
+                  "--gcs-address=127.0.0.1:6380", f"--autoscaling-config={cfg}")]  # fmt: skip
+    monkeypatch.setattr(psutil, "process_iter", lambda attrs=None: iter(procs))
+    found, source = monitor_config("6380")
+    assert found["max_workers"] == 3 and str(cfg) in source
+    monkeypatch.setattr(psutil, "process_iter", lambda attrs=None: iter(procs[:2]))
+    assert monitor_config("6380") == (None, "no autoscaler monitor on the head")

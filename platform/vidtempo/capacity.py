@@ -345,21 +345,26 @@ def monitor_config(gcs_port: str) -> tuple[dict | None, str]:
     import psutil
     import yaml
 
+    why = "no autoscaler monitor on the head"
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         cmd = proc.info.get("cmdline") or []
-        if not any(part.endswith("monitor.py") for part in cmd[:3]):
+        # the autoscaler's monitor.py — not the log_monitor.py that every node runs with the same
+        # --gcs-address (matched first once a worker node's PID sorted before the monitor's, the
+        # head read as having no autoscaler: the rehearsal, with trainer nodes up, 2026-12-07)
+        if not any(os.path.basename(part) == "monitor.py" for part in cmd[:3]):
             continue
         args = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
         if args.get("gcs-address", "").rsplit(":", 1)[-1] != gcs_port:
             continue
         path = args.get("autoscaling-config")
         if not path:
-            return None, "no autoscaler (the head was started without --autoscaling-config)"
+            why = "no autoscaler (the head was started without --autoscaling-config)"
+            continue
         file = Path(os.path.expanduser(path))
         if not file.is_absolute():
             file = Path(proc.info.get("cwd") or "/") / file
         return yaml.safe_load(file.read_text()), f"the autoscaler's config {file}"
-    return None, "no autoscaler monitor on the head"
+    return None, why
 
 
 # ---- waiting for the autoscaler ----------------------------------------------------------------
