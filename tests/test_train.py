@@ -621,6 +621,18 @@ def test_a_driver_on_a_running_cluster_hands_its_quiet_settings_to_what_it_start
     assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in env
 
 
+def test_ray_datas_cluster_wide_actors_are_where_vidtempo_creates_them():
+    """The functions through which a driver creates Ray Data's detached actors on its own node
+    (so that no worker pins them to a GPU node that then never goes idle) exist in this Ray: an
+    upgrade that moves one fails here, not as a node left up on a user's cluster."""
+    import importlib
+
+    from vidtempo.ray_session import RAY_DATA_ACTORS
+
+    for module, function in RAY_DATA_ACTORS:
+        assert callable(getattr(importlib.import_module(module), function)), (module, function)
+
+
 def test_a_quiet_ray_worker_aborts_without_a_dump(monkeypatch):
     """The setup hook of a quiet run's Ray workers: an abort (a gloo peer gone when Tune stops a
     trial) ends the process without Python's fault dump, and Ray Train's cleaner warnings are

@@ -55,14 +55,13 @@ def cluster_runtime_env() -> dict | None:
     a local instance's processes inherit from this one, and the quiet run's worker setup hook. A
     variable (or a setup hook) the submitted job's runtime env already has is left to it (Ray
     refuses two values for one key)."""
+    from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
     job = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
     job_env = (json.loads(job).get("runtime_env") or {}) if job else {}
     taken = set(job_env.get("env_vars") or {})
     env = {k: v for k, v in verbosity.worker_env().items() if k not in taken}
-    from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
-
     hooked = job_env.get("worker_process_setup_hook") or WORKER_PROCESS_SETUP_HOOK_ENV_VAR in taken
     extras = verbosity.worker_runtime_env_extras({"worker_process_setup_hook": hooked})
     return ({"env_vars": env} if env else {}) | extras or None
