@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIN = "tin_r50_1x1x8_40e_sthv1_rgb"
 
 
-# ---- optimizer groups (TSMOptimWrapperConstructor) --------------------------------------------------------
+# ---- optimizer groups (TSMOptimWrapperConstructor) ------------------------------------------
 
 
 def _groups(cfg):
@@ -98,7 +98,7 @@ def test_partial_bn_freezes_all_but_the_first_bn():
     assert "backbone.bn1.weight" in grouped and "backbone.layer1.0.bn1.weight" not in grouped
 
 
-# ---- schedules (mmcv's LrUpdaterHook, hand-computed) -----------------------------------------------
+# ---- schedules (mmcv's LrUpdaterHook, hand-computed) ---------------------------------------
 
 
 def test_partial_bn_counts_the_backbones_batchnorm2d_only():
@@ -654,7 +654,7 @@ def test_a_quiet_ray_worker_aborts_without_a_dump(monkeypatch):
         assert ("Fatal Python error: Aborted" in done.stderr) == dumped, (hook, done.stderr)
     monkeypatch.setenv("VIDTEMPO_VERBOSE", "0")
     assert verbosity.worker_runtime_env_extras() == {"worker_process_setup_hook": verbosity.SETUP_HOOK}
-    assert verbosity.worker_runtime_env_extras({"worker_process_setup_hook": "theirs"}) == {}
+    assert verbosity.worker_runtime_env_extras(has_hook=True) == {}
     monkeypatch.setenv("VIDTEMPO_VERBOSE", "1")
     assert verbosity.worker_runtime_env_extras() == {}
 

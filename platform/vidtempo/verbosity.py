@@ -55,10 +55,10 @@ SETUP_HOOK = "vidtempo.verbosity.quiet_ray_worker"  # runtime_env's worker_proce
 QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
 
 
-def worker_runtime_env_extras(taken: dict | None = None) -> dict:
+def worker_runtime_env_extras(has_hook: bool = False) -> dict:
     """The quiet run's setup hook for every Ray worker process of the job, unless verbose or
-    the job already has a hook of its own (Ray allows one)."""
-    if verbose() or (taken or {}).get("worker_process_setup_hook"):
+    the job already has a hook of its own (`has_hook`: Ray allows one)."""
+    if verbose() or has_hook:
         return {}
     return {"worker_process_setup_hook": SETUP_HOOK}
 
